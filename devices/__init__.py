@@ -1,0 +1,1 @@
+"""Device profiles: compute targets and microphone arrays, as YAML files."""

@@ -1,0 +1,46 @@
+"""The Python API the CLI calls and users script: export, load, bench, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from edgeaudio.runtime import Session, load
+from edgeaudio.tasks import get_task
+
+__all__ = ["export", "load", "bench", "evaluate", "Session"]
+
+
+def export(
+    task: str,
+    target: str = "x86-cpu",
+    precisions: Sequence[str] | None = None,
+    backends: Sequence[str] | None = None,
+    checkpoint: str | None = None,
+    output: str | Path | None = None,
+    archive: bool = False,
+    config: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+):
+    """Export a task to a checked bundle for a target profile (family names allowed)."""
+    from edgeaudio.exporters.pipeline import export_task, plan_export
+
+    plan, reason = plan_export(target, precisions, backends)
+    log(f"target: {reason}")
+    task_obj = get_task(task, config)
+    output = Path(output) if output else Path("bundles") / f"{task}-{plan.profile}"
+    return export_task(task_obj, plan, output, checkpoint=checkpoint, archive=archive, log=log)
+
+
+def bench(bundle: str | Path, **options):
+    """Benchmark every backend x precision of a bundle side by side; see ``edgeaudio.bench``."""
+    from edgeaudio.bench import run_bench
+
+    return run_bench(bundle, **options)
+
+
+def evaluate(bundle: str | Path, backend: str = "auto", precision: str = "auto", dataset: Any = None) -> dict[str, float]:
+    """The task's metrics for a bundle on one backend (the task's validation set by default)."""
+    session = load(bundle, backend=backend, precision=precision)
+    data = dataset if dataset is not None else session.task.validation_set()
+    return session.task.evaluate(session.runner, data)

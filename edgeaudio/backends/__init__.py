@@ -1,0 +1,1 @@
+"""Runtime backends: one module per runtime over the small protocol in ``base``."""

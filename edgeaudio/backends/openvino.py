@@ -1,0 +1,57 @@
+"""OpenVINO backend: runs ``openvino`` IR artifacts (fp32, fp16, INT8 from NNCF)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgeaudio.backends.base import Backend, GraphRunner
+from edgeaudio.errors import require
+from edgeaudio.hookspecs import hookimpl
+
+# The CPU plugin silently runs bf16 on CPUs with avx512_bf16 unless told otherwise; fp32 and
+# int8 artifacts must run their float parts in f32 to match the reference.
+_PRECISION_HINT = {"fp32": "f32", "int8": "f32", "fp16": "f16"}
+
+
+class OpenVinoGraph(GraphRunner):
+    def __init__(self, xml: str, device: str, precision: str, threads: int | None):
+        ov = require("openvino", "openvino")
+        core = ov.Core()
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT.get(precision, "f32")}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(core.read_model(xml), device, config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.request.infer({name: feeds[name] for name in self.input_names})
+        return {name: np.array(results[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    artifact = "openvino"
+    description = "OpenVINO runtime (x86 CPU/GPU, ARM CPU)"
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import openvino as ov
+        except ImportError:
+            return False, 'openvino is not installed (pip install "edgeaudio[openvino]")'
+        devices = ov.Core().available_devices
+        return True, f"openvino {ov.__version__}, devices {', '.join(devices)}"
+
+    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any], task) -> GraphRunner:
+        device = self.options.get("device", "CPU")
+        xml = str(bundle.path(artifact["files"]["xml"]))
+        return OpenVinoGraph(xml, device, artifact["precision"], self.options.get("threads"))
+
+
+@hookimpl
+def register_backends(register):
+    register(OpenVinoBackend)

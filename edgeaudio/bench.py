@@ -1,0 +1,173 @@
+"""Side-by-side benchmark of one bundle on every backend x precision in one process.
+
+Timings on shared machines are noisy, so the report leads with ratios against torch eager
+measured in the same run. Peak memory is the process's RSS high-water mark, reset before each
+backend where Linux allows it (``/proc/self/clear_refs``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgeaudio.bundle import load_bundle
+from edgeaudio.errors import BackendUnavailable
+from edgeaudio.runtime import load
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    precision: str
+    load_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    chunk_ms: float = 0.0
+    rtf: float = 0.0
+    peak_rss_mb: float = 0.0
+    parity_max_abs: float | None = None
+    speedup_vs_torch: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_audio(channels: int, sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Deterministic test signal: tones plus noise, so every backend sees the same input."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    tone = 0.2 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 0.5 * t))
+    return (tone[None, :] + 0.05 * rng.standard_normal((channels, t.size))).astype(np.float32)
+
+
+def _measure(session, audio: np.ndarray, chunk: int, warmup: int) -> tuple[list[float], dict[str, np.ndarray]]:
+    """Per-chunk latencies through a Stream (or whole-clip timing for non-streaming tasks)."""
+    task = session.task
+    try:
+        stream = session.stream()
+    except Exception:
+        stream = None
+    if stream is None:
+        times = []
+        for _ in range(warmup + 3):
+            start = time.perf_counter()
+            outputs = session.process_raw(audio, task.sample_rate)
+            times.append(time.perf_counter() - start)
+        return times[warmup:], outputs
+    for offset in range(0, min(warmup * chunk, audio.shape[1]), chunk):
+        session.stream().accept(audio[:, offset : offset + chunk])
+    times = []
+    for offset in range(0, audio.shape[1], chunk):
+        start = time.perf_counter()
+        stream.accept(audio[:, offset : offset + chunk])
+        times.append(time.perf_counter() - start)
+    stream.flush()
+    return times, stream.outputs()
+
+
+def _max_abs(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> float:
+    return max(float(np.max(np.abs(outputs[k].astype(np.float64) - v))) for k, v in reference.items() if k in outputs)
+
+
+def run_bench(
+    bundle: str | Path,
+    backends: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
+    seconds: float = 10.0,
+    chunk_ms: float = 100.0,
+    threads: int | None = None,
+    validation: Any = None,
+    warmup: int = 3,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Benchmark every (backend, precision) artifact of ``bundle``; torch first as the baseline."""
+    loaded = load_bundle(bundle)
+    pairs = [("torch" if b == "torch" else b, p) for b, p in loaded.artifacts()]
+    pairs.sort(key=lambda pair: pair[0] != "torch")
+    if backends:
+        pairs = [pair for pair in pairs if pair[0] in backends or pair[0] == "torch"]
+    if precisions:
+        pairs = [pair for pair in pairs if pair[1] in precisions or pair[0] == "torch"]
+    rows: list[BenchRow] = []
+    reference: dict[str, np.ndarray] | None = None
+    audio = None
+    resettable = _reset_peak_rss()
+    for backend, precision in pairs:
+        log(f"bench {backend}/{precision}")
+        row = BenchRow(backend, precision)
+        rows.append(row)
+        _reset_peak_rss()
+        try:
+            session = load(loaded, backend=backend, precision=precision, threads=threads)
+        except BackendUnavailable as exc:
+            row.error = str(exc)
+            continue
+        task = session.task
+        if audio is None:
+            audio = bench_audio(task.channels, task.sample_rate, seconds)
+            block = session.runner.bundle.manifest
+        chunk = _chunk_samples(session, chunk_ms)
+        row.load_s = session.load_seconds
+        times, outputs = _measure(session, audio, chunk, warmup)
+        row.chunk_ms = 1000 * chunk / task.sample_rate
+        row.p50_ms = 1000 * float(np.percentile(times, 50))
+        row.p95_ms = 1000 * float(np.percentile(times, 95))
+        row.rtf = float(np.sum(times)) / (audio.shape[1] / task.sample_rate) if len(times) > 1 else row.p50_ms / 1000 / seconds
+        if reference is None:
+            reference = outputs
+        else:
+            row.parity_max_abs = _max_abs(reference, outputs)
+        data = validation if validation is not None else None
+        if data is not None:
+            row.metrics = task.evaluate(session.runner, data)
+        row.peak_rss_mb = _peak_rss_mb()
+        del session
+    torch_row = next((r for r in rows if r.backend == "torch" and not r.error), None)
+    for row in rows:
+        if torch_row and not row.error and row.p50_ms > 0:
+            row.speedup_vs_torch = torch_row.p50_ms / row.p50_ms
+    return {
+        "bundle": str(loaded.root),
+        "task": loaded.task_name,
+        "bundle_size_mb": loaded.size_bytes() / 1e6,
+        "audio_seconds": seconds,
+        "threads": threads or os.cpu_count(),
+        "peak_rss_reset_per_backend": resettable,
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def _chunk_samples(session, chunk_ms: float) -> int:
+    """``chunk_ms`` of audio rounded to whole streaming blocks (at least one)."""
+    wanted = int(session.task.sample_rate * chunk_ms / 1000)
+    try:
+        block = session.runner.streaming_graph().streaming.block
+    except Exception:
+        return max(wanted, 1)
+    return max(block, (wanted // block) * block)

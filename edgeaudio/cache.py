@@ -1,0 +1,35 @@
+"""Default bundles: a task name on the command line means its shipped weights exported for this
+host, built once into the cache and reused (the key includes the weights' hash)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from edgeaudio.bundle import MANIFEST, sha256_file
+from edgeaudio.errors import UsageError
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGEAUDIO_CACHE", Path.home() / ".cache" / "edgeaudio"))
+
+
+def default_bundle(task_name: str, log: Callable[[str], None] = print) -> Path:
+    from edgeaudio.exporters.pipeline import export_task, plan_export
+    from edgeaudio.profiles import host_target
+    from edgeaudio.tasks import get_task
+
+    task = get_task(task_name)
+    checkpoint = task.default_checkpoint()
+    if checkpoint is None:
+        raise UsageError(f"task '{task_name}' ships no default weights", hint=f"train it first: edgeaudio train {task_name}")
+    profile, _ = host_target()
+    key = f"{task_name}-{task.version}-{profile.name}-{sha256_file(checkpoint)[:12]}"
+    target = cache_root() / "default-bundles" / key
+    if (target / MANIFEST).is_file():
+        return target
+    log(f"exporting the shipped '{task_name}' model for {profile.name} (first run only) -> {target}")
+    plan, _ = plan_export(profile.name)
+    export_task(task, plan, target, checkpoint=checkpoint, log=log)
+    return target

@@ -1,0 +1,246 @@
+"""The task contract: what a task plugin provides so the core can export, run and judge it.
+
+A task knows its model, its graphs and its metric, and nothing about backends. The core knows
+this contract and nothing about any particular task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import numpy as np
+
+from edgeaudio.errors import AudioInputError, UsageError
+
+if TYPE_CHECKING:  # torch is optional at run time
+    import torch
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named graph input or output. ``shape`` entries are ints or names of dynamic axes."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TensorSpec":
+        return cls(data["name"], tuple(data["shape"]), data.get("dtype", "float32"))
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """A streaming state carried between calls: output ``output`` feeds input ``input`` next time.
+
+    The initial value is zeros of the input's declared shape, with the dynamic axis named
+    ``"batch"`` set to 1 (a GRU state is [layers, batch, hidden]); no other axis may be dynamic.
+    """
+
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """How the generic runtime streams a graph.
+
+    ``audio_input``: input that takes audio shaped [batch, channels, samples].
+    ``block``: the graph consumes samples in multiples of this (its hop); the runtime buffers up to it.
+    ``time_axes``: for each non-state output, the axis along which successive calls concatenate.
+    ``frames_per_block``: output frames produced per ``block`` samples (to check alignment).
+    """
+
+    audio_input: str
+    block: int
+    time_axes: Mapping[str, int]
+    frames_per_block: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "audio_input": self.audio_input,
+            "block": self.block,
+            "time_axes": dict(self.time_axes),
+            "frames_per_block": self.frames_per_block,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Streaming":
+        return cls(data["audio_input"], int(data["block"]), dict(data["time_axes"]), int(data.get("frames_per_block", 1)))
+
+
+@dataclass
+class Graph:
+    """One exportable graph of a task.
+
+    ``module`` is the torch module whose ``forward`` takes the inputs positionally in the order of
+    ``inputs`` and returns the outputs in the order of ``outputs`` (a tensor or a tuple). A task that
+    brings an already-exported graph sets ``onnx_path`` instead and leaves ``module`` None.
+    ``keep_float``: ONNX node-name prefixes (torch module scopes such as ``"/frontend/"``) and op
+    types that INT8 quantization must leave in float — the DFT front end and phase maths lose
+    everything when quantized.
+    """
+
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    example_inputs: dict[str, np.ndarray]
+    module: "torch.nn.Module | None" = None
+    onnx_path: str | None = None
+    state: list[StatePair] = field(default_factory=list)
+    streaming: Streaming | None = None
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    keep_float: list[str] = field(default_factory=list)
+    opset: int = 17
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        axes: dict[str, dict[int, str]] = {}
+        for spec in self.inputs + self.outputs:
+            named = {i: dim for i, dim in enumerate(spec.shape) if isinstance(dim, str)}
+            if named:
+                axes[spec.name] = named
+        return axes
+
+
+@dataclass(frozen=True)
+class MetricGate:
+    """The metric that judges a lower precision and how much of it may be lost."""
+
+    metric: str
+    max_drop: float
+    higher_is_better: bool = True
+
+    def drop(self, reference: float, candidate: float) -> float:
+        return reference - candidate if self.higher_is_better else candidate - reference
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "max_drop": self.max_drop, "higher_is_better": self.higher_is_better}
+
+
+class Task:
+    """Base class of every task family. Subclasses set the identity attributes and override methods.
+
+    Identity: ``name`` (CLI name, unique), ``version`` (bumped when graphs change meaning),
+    ``sample_rate``, ``channels`` (1 for mono; the array's mic count for array tasks),
+    ``array`` (profile name the model was trained for, or None), ``description``.
+    """
+
+    name: str = ""
+    version: str = "0"
+    description: str = ""
+    sample_rate: int = 16000
+    channels: int = 1
+    array: str | None = None
+    gate: MetricGate | None = None
+
+    def __init__(self, config: Mapping[str, Any] | None = None):
+        self.config: dict[str, Any] = dict(self.default_config())
+        self.config.update(config or {})
+
+    # -- model -------------------------------------------------------------------------------
+    def default_config(self) -> dict[str, Any]:
+        """Hyper-parameters that ``build_model`` reads; stored in the bundle's provenance."""
+        return {}
+
+    def build_model(self) -> "torch.nn.Module":
+        """A freshly initialised model for ``self.config``."""
+        raise NotImplementedError(f"task '{self.name}' does not build a torch model")
+
+    def default_checkpoint(self) -> str | None:
+        """Path of the shipped safetensors weights, or None when the task ships none."""
+        return None
+
+    def load_model(self, checkpoint: str | None = None) -> "torch.nn.Module":
+        """``build_model`` plus weights from ``checkpoint`` (default: the shipped one), in eval mode."""
+        from edgeaudio.training.loop import load_weights
+
+        model = self.build_model()
+        path = checkpoint or self.default_checkpoint()
+        if path:
+            load_weights(model, path)
+        return model.eval()
+
+    def graphs(self, model: "torch.nn.Module | None") -> list[Graph]:
+        """The exportable graphs with their I/O, state, example inputs and tolerances."""
+        raise NotImplementedError
+
+    # -- data and metrics --------------------------------------------------------------------
+    def calibration_data(self, count: int = 32) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """Representative feeds for INT8 calibration: ``{graph_name: {input_name: array}}`` each."""
+        return []
+
+    def validation_set(self) -> Any:
+        """A small labelled set ``evaluate`` accepts; None when the task has none."""
+        return None
+
+    def evaluate(self, runner: "Runner", dataset: Any) -> dict[str, float]:
+        """Task metrics of ``runner`` on ``dataset`` (keys include ``self.gate.metric``)."""
+        raise NotImplementedError(f"task '{self.name}' has no evaluate()")
+
+    # -- running -----------------------------------------------------------------------------
+    def prepare_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Validate audio shaped [channels, samples] (or [samples] for mono) for this model."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None, :]
+        if audio.ndim != 2:
+            raise AudioInputError(f"audio must be [channels, samples], got shape {audio.shape}")
+        if sample_rate != self.sample_rate:
+            raise AudioInputError(
+                f"audio is {sample_rate} Hz but task '{self.name}' expects {self.sample_rate} Hz",
+                hint="resample it (edgeaudio.audio.read_audio(path, sample_rate=...)) or use a file input",
+            )
+        if audio.shape[0] != self.channels:
+            where = f" ({self.array})" if self.array else ""
+            raise AudioInputError(
+                f"audio has {audio.shape[0]} channel(s) but task '{self.name}' expects {self.channels}{where}",
+                hint="record with the array the model was trained for, or pick the matching bundle",
+            )
+        if audio.shape[1] == 0:
+            raise AudioInputError("audio is empty (0 samples)", hint="check the file or the device")
+        if not np.all(np.isfinite(audio)):
+            raise AudioInputError("audio contains NaN or infinite samples", hint="check the source")
+        return audio
+
+    def process(self, runner: "Runner", audio: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs for a whole clip. Default: run the streaming graph once from zero state."""
+        graph = runner.streaming_graph()
+        return graph.run_offline(audio)
+
+    def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0) -> Any:
+        """Raw graph outputs -> user-facing results (events, waveforms, text). JSON-friendly.
+
+        ``start_frame`` is the index of the first output frame in ``outputs`` when streaming.
+        """
+        return {name: np.asarray(value).tolist() for name, value in outputs.items()}
+
+    def results_to_audio(self, results: Any) -> np.ndarray | None:
+        """The waveform inside decoded results, for waveform tasks (written by ``--output``)."""
+        return None
+
+    def train(self, out_dir: str, **options: Any) -> Any:
+        """Train (or fine-tune) and write a checkpoint under ``out_dir``."""
+        raise UsageError(f"task '{self.name}' has no trainer")
+
+
+class Runner:
+    """What ``Task.process`` and ``Task.evaluate`` see: named graphs on some backend."""
+
+    def graph(self, name: str) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def streaming_graph(self) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError

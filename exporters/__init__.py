@@ -1,0 +1,1 @@
+"""Export targets: one module per target (ONNX Runtime, OpenVINO, TensorRT)."""

@@ -1,0 +1,324 @@
+"""The export pipeline: torch -> ONNX (parity) -> per-target artifacts -> accuracy gate -> bundle.
+
+Which targets and precisions to build comes from the compute-target profile; what each target can
+build comes from the target itself. Every artifact that runs here is checked against torch on the
+task's example inputs; lower precisions are judged on the task's own metric and dropped, with a
+note, when they lose more than the task's gate allows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgeaudio import registry
+from edgeaudio.backends.base import backends as registered_backends
+from edgeaudio.bundle import Bundle, pack_archive, sha256_file, write_manifest
+from edgeaudio.errors import ExportError, UsageError
+from edgeaudio.exporters.base import export_targets
+from edgeaudio.exporters.onnx import check_onnx_parity, compare_outputs, export_onnx, torch_outputs
+from edgeaudio.task import Graph, Task
+
+Log = Callable[[str], None]
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class ExportPlan:
+    """What to build: target profile name, export targets and precisions for each."""
+
+    profile: str
+    targets: list[str]
+    precisions: list[str]
+
+
+@dataclass
+class ExportResult:
+    bundle_dir: Path
+    archive: Path | None
+    manifest: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_export(target: str, precisions: Sequence[str] | None = None, backends: Sequence[str] | None = None) -> tuple[ExportPlan, str]:
+    """Resolve a target profile (family names allowed) into targets and precisions."""
+    from edgeaudio.profiles import get_target
+
+    profile, reason = get_target(target)
+    available = export_targets()
+    wanted = list(backends) if backends else [b for b in profile.backends if b in available]
+    unknown = [b for b in wanted if b not in available]
+    if unknown:
+        raise UsageError(f"no export target for {unknown}; known: {', '.join(sorted(available))}")
+    chosen = list(precisions) if precisions else list(profile.precisions)
+    bad = [p for p in chosen if p not in PRECISIONS]
+    if bad:
+        raise UsageError(f"unknown precision {bad}; use {', '.join(PRECISIONS)}")
+    if "fp32" not in chosen:
+        chosen.append("fp32")  # the safe fallback every gate can fall back to
+    return ExportPlan(profile.name, wanted, chosen), reason
+
+
+def export_task(
+    task: Task,
+    plan: ExportPlan,
+    out_dir: str | Path,
+    checkpoint: str | None = None,
+    archive: bool = False,
+    validation: Any = None,
+    log: Log = print,
+) -> ExportResult:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UsageError(f"{out_dir} exists and is not empty", hint="choose another --output or remove it")
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure(out_dir.parent)))
+    try:
+        result = _export_into(task, plan, staging, checkpoint, validation, log)
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    result.bundle_dir = out_dir
+    if archive:
+        result.archive = pack_archive(out_dir, out_dir.with_suffix(".eab"))
+        log(f"archive: {result.archive}")
+    return result
+
+
+def _export_into(task: Task, plan: ExportPlan, root: Path, checkpoint, validation, log: Log) -> ExportResult:
+    checkpoint = checkpoint or task.default_checkpoint()
+    model = _load_model(task, checkpoint)
+    graphs = task.graphs(model)
+    notes: list[str] = []
+    parity: dict[str, dict[str, Any]] = {}
+    graph_entries = []
+    calibration = _calibration_by_graph(task, plan, log)
+    targets = {name: export_targets()[name]() for name in plan.targets}
+    for graph in graphs:
+        log(f"[{graph.name}] torch -> ONNX")
+        onnx_path = export_onnx(graph, root / "onnx" / f"{graph.name}.onnx")
+        parity[graph.name] = {"onnx/fp32": check_onnx_parity(graph, onnx_path)}
+        artifacts = _torch_artifact(graph, model, root)
+        for target in targets.values():
+            ok, why = target.available()
+            if not ok:
+                notes.append(f"{target.name}: skipped ({why})")
+                log(f"[{graph.name}] {target.name}: skipped ({why})")
+                continue
+            for precision in [p for p in plan.precisions if p in target.precisions]:
+                log(f"[{graph.name}] {target.name}/{precision}")
+                files = target.build(graph, onnx_path, precision, root, calibration.get(graph.name, []))
+                artifacts.append({"backend": target.backend, "precision": precision, "files": files})
+        onnx_path.unlink()
+        graph_entries.append(_graph_entry(graph, artifacts))
+    manifest = _manifest(task, plan, checkpoint, graph_entries, parity, notes)
+    write_manifest(root, manifest)
+    bundle = Bundle(root, manifest)
+    _check_artifact_parity(task, bundle, graphs, targets, parity, log)
+    gate = _apply_gate(task, bundle, targets, validation, notes, log)
+    manifest = dict(bundle.manifest, reports={"parity": parity, "gate": gate, "notes": notes})
+    manifest["default_precision"] = _default_precisions(manifest, plan)
+    write_manifest(root, manifest)
+    return ExportResult(root, None, manifest, notes)
+
+
+def _load_model(task: Task, checkpoint: str | None):
+    try:
+        return task.load_model(checkpoint)
+    except NotImplementedError:
+        return None  # a task that brings its own ONNX graphs
+
+
+def _calibration_by_graph(task: Task, plan: ExportPlan, log: Log) -> dict[str, list[dict[str, np.ndarray]]]:
+    if "int8" not in plan.precisions:
+        return {}
+    log("collecting calibration data")
+    by_graph: dict[str, list[dict[str, np.ndarray]]] = {}
+    for sample in task.calibration_data():
+        for name, feeds in sample.items():
+            by_graph.setdefault(name, []).append(feeds)
+    return by_graph
+
+
+def _torch_artifact(graph: Graph, model, root: Path) -> list[dict[str, Any]]:
+    """The reference weights, so the torch backend can rebuild the model from the bundle."""
+    if graph.module is None or model is None:
+        return []
+    weights = root / "weights.safetensors"
+    if not weights.exists():
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(weights))
+    return [{"backend": "torch", "precision": "fp32", "files": {"weights": "weights.safetensors"}}]
+
+
+def _graph_entry(graph: Graph, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": graph.name,
+        "inputs": [t.to_json() for t in graph.inputs],
+        "outputs": [t.to_json() for t in graph.outputs],
+        "state": [{"input": p.input, "output": p.output} for p in graph.state],
+        "streaming": graph.streaming.to_json() if graph.streaming else None,
+        "atol": graph.atol,
+        "rtol": graph.rtol,
+        "artifacts": artifacts,
+    }
+
+
+def _manifest(task: Task, plan: ExportPlan, checkpoint, graphs, parity, notes) -> dict[str, Any]:
+    plugin = registry.plugin_of(type(task))
+    plugin_version = next((p["version"] for p in registry.plugin_info() if p["name"] == plugin), None)
+    return {
+        "format": "edgeaudio-bundle",
+        "task": {"name": task.name, "version": task.version, "plugin": plugin, "plugin_version": plugin_version},
+        "audio": {"sample_rate": task.sample_rate, "channels": task.channels, "array": _array_info(task)},
+        "target": plan.profile,
+        "graphs": graphs,
+        "reports": {"parity": parity, "notes": notes},
+        "provenance": _provenance(task, checkpoint),
+    }
+
+
+def _array_info(task: Task) -> dict[str, Any] | None:
+    if not task.array:
+        return None
+    from edgeaudio.profiles import get_array
+
+    profile, _ = get_array(task.array, live_devices=[])
+    return {"name": profile.name, "positions": [list(p) for p in profile.positions]}
+
+
+def _provenance(task: Task, checkpoint: str | None) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    info: dict[str, Any] = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": task.config,
+        "checkpoint": Path(checkpoint).name if checkpoint else None,
+        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
+        "host": f"{platform.system()} {platform.machine()}",
+    }
+    for package in ("edgeaudio", "torch", "onnx", "onnxruntime", "openvino", "nncf"):
+        try:
+            info[f"{package}_version"] = version(package)
+        except Exception:
+            continue
+    return info
+
+
+def _check_artifact_parity(task: Task, bundle: Bundle, graphs: list[Graph], targets, parity, log: Log) -> None:
+    """Every artifact that runs here vs torch on the example inputs; fp32 must be within tolerance."""
+    runnable = {t.backend for t in targets.values() if t.runs_here} | {"torch"}
+    for graph in graphs:
+        if graph.module is None:
+            continue
+        reference = torch_outputs(graph, graph.example_inputs)
+        spec = bundle.graph(graph.name)
+        for artifact in spec["artifacts"]:
+            backend, precision = artifact["backend"], artifact["precision"]
+            if backend not in runnable or backend == "torch":
+                continue
+            runner = registered_backends()[backend]({}).load_graph(bundle, spec, artifact, task)
+            report = compare_outputs(reference, runner.run(graph.example_inputs), graph.atol, graph.rtol)
+            parity[graph.name][f"{backend}/{precision}"] = report
+            bad = {n: r["max_abs"] for n, r in report.items() if not r["ok"]}
+            if bad and precision == "fp32":
+                raise ExportError(f"{backend}/fp32 output differs from torch for '{graph.name}': {bad}")
+            log(f"[{graph.name}] parity {backend}/{precision}: max |err| "
+                + ", ".join(f"{n}={r['max_abs']:.2e}" for n, r in report.items()))
+
+
+def _apply_gate(task: Task, bundle: Bundle, targets, validation, notes: list[str], log: Log) -> dict[str, Any]:
+    """Judge every lower-precision artifact on the task metric against the fp32 reference."""
+    lower = sorted({(a["backend"], a["precision"]) for g in bundle.manifest["graphs"] for a in g["artifacts"] if a["precision"] != "fp32"})
+    if not lower:
+        return {}
+    if task.gate is None:
+        notes.append("no accuracy gate: the task declares no gate metric; lower precisions kept unjudged")
+        return {}
+    dataset = validation if validation is not None else task.validation_set()
+    if dataset is None:
+        notes.append("no accuracy gate: the task has no validation set; lower precisions kept unjudged")
+        return {}
+    from edgeaudio.runtime import BundleRunner
+
+    gate = task.gate
+    reference_backend = "torch" if any(a["backend"] == "torch" for a in bundle.manifest["graphs"][0]["artifacts"]) else "onnxruntime"
+    log(f"gate: evaluating {reference_backend}/fp32 reference on the validation set")
+    reference = task.evaluate(BundleRunner(bundle, task, registered_backends()[reference_backend]({}), "fp32"), dataset)
+    reference = {name: float(value) for name, value in reference.items()}
+    report: dict[str, Any] = {"gate": gate.to_json(), "reference": {"backend": reference_backend, **reference}, "candidates": {}}
+    proxies = {t.backend: getattr(t, "proxy_backend", None) for t in targets.values() if not t.runs_here}
+    rejected: list[tuple[str, str]] = []
+    for backend, precision in lower:
+        run_as = proxies.get(backend, backend)
+        if run_as is None:
+            notes.append(f"{backend}/{precision}: gate not measurable here; check on the device with `edgeaudio bench --validate`")
+            continue
+        log(f"gate: evaluating {backend}/{precision}" + (f" (as {run_as})" if run_as != backend else ""))
+        metrics = task.evaluate(_runner_for(bundle, task, backend, run_as, precision), dataset)
+        metrics = {name: float(value) for name, value in metrics.items()}
+        drop = float(gate.drop(reference[gate.metric], metrics[gate.metric]))
+        passed = drop <= gate.max_drop
+        report["candidates"][f"{backend}/{precision}"] = {**metrics, "drop": drop, "passed": passed}
+        if not passed:
+            rejected.append((backend, precision))
+            notes.append(
+                f"{backend}/{precision} rejected: {gate.metric} drop {drop:.4g} > {gate.max_drop}; falls back to a safer precision"
+            )
+        log(f"gate: {backend}/{precision} {gate.metric}={metrics[gate.metric]:.4g} drop {drop:.4g} -> {'kept' if passed else 'REJECTED'}")
+    _drop_artifacts(bundle, rejected)
+    return report
+
+
+def _runner_for(bundle: Bundle, task: Task, backend: str, run_as: str, precision: str):
+    """A runner for ``backend``'s artifacts, executed by ``run_as`` when that differs (TensorRT's
+    INT8 QDQ ONNX is judged through ONNX Runtime on hosts without a GPU)."""
+    from edgeaudio.runtime import BundleRunner
+
+    cls = registered_backends()[run_as]
+    if run_as == backend:
+        return BundleRunner(bundle, task, cls({}), precision)
+
+    class _Proxy(cls):  # reads the other backend's artifacts, which are ONNX files
+        artifact = backend
+
+    return BundleRunner(bundle, task, _Proxy({}), precision)
+
+
+def _drop_artifacts(bundle: Bundle, rejected: list[tuple[str, str]]) -> None:
+    for graph in bundle.manifest["graphs"]:
+        kept = []
+        for artifact in graph["artifacts"]:
+            if (artifact["backend"], artifact["precision"]) in rejected:
+                for relative in artifact["files"].values():
+                    (bundle.root / relative).unlink(missing_ok=True)
+            else:
+                kept.append(artifact)
+        graph["artifacts"] = kept
+
+
+def _default_precisions(manifest: dict[str, Any], plan: ExportPlan) -> dict[str, str]:
+    from edgeaudio.profiles import get_target
+
+    order = list(get_target(plan.profile)[0].precisions) + ["fp32", "fp16", "int8"]
+    have: dict[str, set[str]] = {}
+    for graph in manifest["graphs"]:
+        for artifact in graph["artifacts"]:
+            have.setdefault(artifact["backend"], set()).add(artifact["precision"])
+    return {backend: next(p for p in order if p in precisions) for backend, precisions in have.items()}
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+

@@ -1,0 +1,1 @@
+"""First-party task plugins (seld, enhance, bwe, caption, tta)."""
