@@ -1,0 +1,127 @@
+"""The tiny streaming task through export -> bundle -> load -> Session and Stream on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgeaudio
+from edgeaudio.errors import AudioInputError, BundleError, UsageError
+
+BACKENDS = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"), ("torch", "fp32")]
+
+
+@pytest.fixture
+def clip(tiny_plugin):
+    return tiny_plugin._clip(7, blocks=41)
+
+
+@pytest.fixture
+def reference(tiny_plugin, tiny_bundle, clip):
+    return edgeaudio.load(tiny_bundle, backend="torch").process_raw(clip, 8000)["scores"]
+
+
+@pytest.mark.parametrize("backend,precision", BACKENDS)
+def test_session_matches_torch(tiny_bundle, clip, reference, backend, precision):
+    session = edgeaudio.load(tiny_bundle, backend=backend, precision=precision)
+    scores = session.process_raw(clip, 8000)["scores"]
+    assert scores.shape == reference.shape == (1, 41, 3)
+    tolerance = 1e-5 if precision == "fp32" else 2e-2  # int8 is judged by the gate; here a sanity bound
+    assert np.max(np.abs(scores - reference)) < tolerance
+
+
+@pytest.mark.parametrize("backend,precision", BACKENDS)
+@pytest.mark.parametrize("chunk", [1, 37, 80, 500])
+def test_stream_equals_session(tiny_bundle, clip, backend, precision, chunk):
+    session = edgeaudio.load(tiny_bundle, backend=backend, precision=precision)
+    offline = session.process_raw(clip, 8000)["scores"]
+    stream = session.stream()
+    results = []
+    for offset in range(0, clip.shape[1], chunk):
+        results.extend(stream.accept(clip[:, offset : offset + chunk]))
+    results.extend(stream.flush())
+    streamed = stream.outputs()["scores"]
+    assert streamed.shape == offline.shape
+    assert np.max(np.abs(streamed - offline)) < 1e-5
+    frames = [item["frame"] for result in results for item in result]
+    assert frames == list(range(offline.shape[1]))
+
+
+def test_partial_last_block_is_padded_like_offline(tiny_bundle, tiny_plugin):
+    session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    audio = tiny_plugin._clip(3, blocks=10)[:, :-13]
+    stream = session.stream()
+    stream.accept(audio)
+    stream.flush()
+    np.testing.assert_allclose(stream.outputs()["scores"], session.process_raw(audio, 8000)["scores"], atol=1e-6)
+
+
+def test_auto_backend_says_why(tiny_bundle, tiny_plugin):
+    session = edgeaudio.load(tiny_bundle)
+    assert session.backend == "openvino" and session.precision == "int8"
+    assert "host profile x86-cpu" in session.reason
+
+
+def test_archive_loads_like_directory(tiny_bundle, tiny_plugin, clip):
+    from_dir = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32").process_raw(clip, 8000)
+    from_archive = edgeaudio.load(tiny_bundle.with_suffix(".eab"), backend="onnxruntime", precision="fp32").process_raw(clip, 8000)
+    np.testing.assert_array_equal(from_dir["scores"], from_archive["scores"])
+
+
+def test_int8_passed_the_gate(tiny_bundle, tiny_plugin):
+    gate = edgeaudio.load(tiny_bundle, backend="torch").bundle.manifest["reports"]["gate"]
+    assert gate["reference"]["agreement_db"] == 100.0
+    for name in ("onnxruntime/int8", "openvino/int8"):
+        candidate = gate["candidates"][name]
+        assert candidate["passed"] and candidate["drop"] <= 60.0
+
+
+def test_strict_gate_falls_back_to_fp32(tiny_plugin, tmp_path, monkeypatch):
+    from edgeaudio.task import MetricGate
+
+    monkeypatch.setattr(tiny_plugin.TinyTask, "gate", MetricGate("agreement_db", max_drop=1.0))
+    result = edgeaudio.export("tiny", target="x86-cpu", backends=["onnxruntime"], output=tmp_path / "b", log=lambda m: None)
+    artifacts = {(a["backend"], a["precision"]) for a in result.manifest["graphs"][0]["artifacts"]}
+    assert ("onnxruntime", "int8") not in artifacts and ("onnxruntime", "fp32") in artifacts
+    assert result.manifest["default_precision"]["onnxruntime"] == "fp32"
+    assert any("onnxruntime/int8 rejected" in n and "falls back" in n for n in result.notes)
+    assert not list((tmp_path / "b" / "onnxruntime").glob("*.int8.onnx"))
+    assert edgeaudio.load(tmp_path / "b").precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    "audio,rate,message",
+    [
+        (np.zeros((2, 800), np.float32), 16000, "expects 8000 Hz"),
+        (np.zeros((1, 800), np.float32), 8000, "expects 2"),
+        (np.zeros((2, 0), np.float32), 8000, "empty"),
+        (np.full((2, 800), np.nan, np.float32), 8000, "NaN"),
+    ],
+)
+def test_bad_audio_is_refused_clearly(tiny_bundle, tiny_plugin, audio, rate, message):
+    session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    with pytest.raises(AudioInputError, match=message):
+        session.process(audio, rate)
+    with pytest.raises(AudioInputError, match=message):
+        session.stream().accept(audio, rate)
+
+
+def test_task_version_mismatch_is_refused(tiny_bundle, tiny_plugin, monkeypatch):
+    monkeypatch.setattr(tiny_plugin.TinyTask, "version", "2")
+    with pytest.raises(BundleError, match="version 1, installed is 2"):
+        edgeaudio.load(tiny_bundle)
+
+
+def test_missing_artifact_is_explained(tiny_bundle, tiny_plugin):
+    with pytest.raises(BundleError, match="no openvino/fp16"):
+        edgeaudio.load(tiny_bundle, backend="openvino", precision="fp16")
+
+
+def test_unknown_task_names_installed_ones(tiny_plugin):
+    with pytest.raises(UsageError, match="installed tasks: .*tiny"):
+        edgeaudio.export("nope", log=lambda m: None)
+
+
+def test_evaluate_api(tiny_bundle, tiny_plugin):
+    metrics = edgeaudio.evaluate(tiny_bundle, backend="openvino", precision="fp32")
+    assert metrics["agreement_db"] > 80
