@@ -261,6 +261,8 @@ def _apply_gate(task: Task, bundle: Bundle, targets, validation, notes: list[str
     rejected: list[tuple[str, str]] = []
     for backend, precision in lower:
         run_as = proxies.get(backend, backend)
+        if run_as != backend and precision != "int8":
+            run_as = None  # the proxy runs the fp32 ONNX; only the QDQ graph carries its precision
         if run_as is None:
             notes.append(f"{backend}/{precision}: gate not measurable here; check on the device with `edgeaudio bench --validate`")
             continue

@@ -125,3 +125,16 @@ def test_unknown_task_names_installed_ones(tiny_plugin):
 def test_evaluate_api(tiny_bundle, tiny_plugin):
     metrics = edgeaudio.evaluate(tiny_bundle, backend="openvino", precision="fp32")
     assert metrics["agreement_db"] > 80
+
+
+def test_jetson_export_defers_engines_and_falls_back_here(tiny_plugin, tmp_path):
+    result = edgeaudio.export("tiny", target="jetson", output=tmp_path / "j", log=lambda m: None)
+    assert result.manifest["target"] == "jetson-orin-nano"
+    artifacts = {(a["backend"], a["precision"]) for a in result.manifest["graphs"][0]["artifacts"]}
+    assert {("tensorrt", "fp16"), ("tensorrt", "int8"), ("onnxruntime", "int8")} <= artifacts
+    assert result.manifest["reports"]["gate"]["candidates"]["tensorrt/int8"]["passed"]
+    assert any(n.startswith("tensorrt/fp16: gate not measurable here") for n in result.notes)
+    session = edgeaudio.load(tmp_path / "j")
+    assert session.backend == "onnxruntime" and "openvino: not in bundle" in session.reason
+    with pytest.raises(edgeaudio.errors.BackendUnavailable, match="TensorRT is not installed"):
+        edgeaudio.load(tmp_path / "j", backend="tensorrt")

@@ -6,8 +6,6 @@ User errors print one line and a hint (exit 2 for usage, 1 for runtime); traceba
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from edgeaudio.errors import EdgeAudioError
@@ -72,6 +70,3 @@ def main() -> None:
     _attach_plugin_commands()
     cli(prog_name="edgeaudio")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Training support shared by every task: one seeded, resumable, multi-process training loop.
+
+Needs torch, which ships in the ``train`` extra; importing this package without it says so.
+"""
+
+from edgeaudio.errors import require
+
+require("torch", "train")
+
+from edgeaudio.training.loop import (  # noqa: E402  (after the torch check on purpose)
+    TrainConfig,
+    TrainResult,
+    fit,
+    is_main_process,
+    load_weights,
+    save_weights,
+    seed_everything,
+)
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "fit",
+    "is_main_process",
+    "load_weights",
+    "save_weights",
+    "seed_everything",
+]
