@@ -116,3 +116,32 @@ def test_every_hook_is_documented_in_code_and_readme():
         for section in ("Called:", "Args:", "Returns:"):
             assert section in doc, f"hook {name} docstring lacks '{section}'"
         assert f"`{name}(" in readme, f"hook {name} is missing from the README's hooks reference"
+
+
+def test_plugin_adds_a_cli_command(fresh_registry):
+    import click
+    from click.testing import CliRunner
+
+    from edgeaudio import cli as cli_module
+
+    class AddsCommand:
+        @hookspecs.hookimpl
+        def register_commands(self, cli):
+            @cli.command("hello-plugin")
+            def hello():
+                click.echo("hello from a plugin")
+
+    class BrokenCommand:
+        @hookspecs.hookimpl
+        def register_commands(self, cli):
+            raise RuntimeError("cannot add")
+
+    registry.register(AddsCommand(), name="adds")
+    registry.register(BrokenCommand(), name="broken-cli")
+    try:
+        cli_module._attach_plugin_commands()
+        result = CliRunner().invoke(cli_module.cli, ["hello-plugin"])
+        assert result.output == "hello from a plugin\n"
+        assert any(f.name == "broken-cli" and "cannot add" in f.error for f in registry.failures())
+    finally:
+        cli_module.cli.commands.pop("hello-plugin", None)
