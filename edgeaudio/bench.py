@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeaudio.bundle import load_bundle
-from edgeaudio.errors import BackendUnavailable
+from edgeaudio.errors import BackendUnavailable, UsageError
 from edgeaudio.runtime import load
 
 
@@ -71,7 +71,7 @@ def _measure(session, audio: np.ndarray, chunk: int, warmup: int) -> tuple[list[
     task = session.task
     try:
         stream = session.stream()
-    except Exception:
+    except UsageError:  # the task has no streaming graph: time whole clips instead
         stream = None
     if stream is None:
         times = []
@@ -80,8 +80,9 @@ def _measure(session, audio: np.ndarray, chunk: int, warmup: int) -> tuple[list[
             outputs = session.process_raw(audio, task.sample_rate)
             times.append(time.perf_counter() - start)
         return times[warmup:], outputs
+    warm = session.stream()
     for offset in range(0, min(warmup * chunk, audio.shape[1]), chunk):
-        session.stream().accept(audio[:, offset : offset + chunk])
+        warm.accept(audio[:, offset : offset + chunk])
     times = []
     for offset in range(0, audio.shape[1], chunk):
         start = time.perf_counter()
@@ -108,7 +109,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Benchmark every (backend, precision) artifact of ``bundle``; torch first as the baseline."""
     loaded = load_bundle(bundle)
-    pairs = [("torch" if b == "torch" else b, p) for b, p in loaded.artifacts()]
+    pairs = list(loaded.artifacts())
     pairs.sort(key=lambda pair: pair[0] != "torch")
     if backends:
         pairs = [pair for pair in pairs if pair[0] in backends or pair[0] == "torch"]
@@ -131,7 +132,6 @@ def run_bench(
         task = session.task
         if audio is None:
             audio = bench_audio(task.channels, task.sample_rate, seconds)
-            block = session.runner.bundle.manifest
         chunk = _chunk_samples(session, chunk_ms)
         row.load_s = session.load_seconds
         times, outputs = _measure(session, audio, chunk, warmup)
@@ -143,9 +143,8 @@ def run_bench(
             reference = outputs
         else:
             row.parity_max_abs = _max_abs(reference, outputs)
-        data = validation if validation is not None else None
-        if data is not None:
-            row.metrics = task.evaluate(session.runner, data)
+        if validation is not None:
+            row.metrics = task.evaluate(session.runner, validation)
         row.peak_rss_mb = _peak_rss_mb()
         del session
     torch_row = next((r for r in rows if r.backend == "torch" and not r.error), None)
@@ -168,6 +167,6 @@ def _chunk_samples(session, chunk_ms: float) -> int:
     wanted = int(session.task.sample_rate * chunk_ms / 1000)
     try:
         block = session.runner.streaming_graph().streaming.block
-    except Exception:
+    except UsageError:
         return max(wanted, 1)
     return max(block, (wanted // block) * block)
