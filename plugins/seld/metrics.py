@@ -1,0 +1,289 @@
+"""DCASE 2022/23 SELD metrics and the multi-ACCDOA decoder.
+
+Written from the published definitions (Mesaros et al. 2019, "Joint measurement of localization and
+detection of sound events"; Politis et al. 2020, "Overview and evaluation of sound event localization
+and detection in DCASE 2019"; the DCASE 2022/23 task 3 pages), not from the challenge's code.
+
+Label set: ``dict[frame] -> list[(class_index, azimuth_deg, elevation_deg[, track_id])]`` with 100 ms
+frames. Azimuth is counter-clockwise from +x (90 = left, +y), elevation up from the xy-plane. Several
+instances of one class may share a frame; frames without events may be missing or map to ``[]``.
+
+How a prediction is scored (segment-based, the DCASE 2022/23 default):
+
+1. Frames are grouped into blocks of ``frames_per_segment`` frames (10 = 1 s); the frame-based variant
+   uses blocks of one frame (as DCASE 2024 does).
+2. Per block and class, the reference and predicted instance counts are the largest number of
+   simultaneous instances in any frame of the block (``n_ref``, ``n_pred``). ``Nref`` sums ``n_ref``.
+3. In every frame where both have the class, instances are paired by Hungarian assignment on angular
+   distance. A reference *track* is the rank of the instance within its frame (ordered by track id
+   when given, else by list order), so the matched tracks never outnumber ``n_ref``. Each matched
+   reference track gets the mean distance over the frames it was matched in.
+4. A matched track is a TP when that mean is <= ``doa_threshold`` (20 deg), else a spatial false
+   positive (``FP_spatial``). Reference tracks left unmatched are false negatives (``FN``); predicted
+   instances beyond the matched tracks are false positives (``FP``). Where the class is in both but
+   never in the same frame, this gives FN = n_ref and FP = n_pred (the challenge script books n_pred
+   as FN there, which we take for a slip: its own comments call that case reference and prediction in
+   different frames).
+5. Per block, with FP + FP_spatial false positives and FN misses over all classes: substitutions
+   ``S = min(FP, FN)``, deletions ``D = max(0, FN - FP)``, insertions ``I = max(0, FP - FN)``, so a
+   mislocalised detection is one insertion, as in DCASE.
+
+Scores, macro-averaged over classes like DCASE 2022/23 (per-class values, then their plain mean):
+
+- ``ER = (S + D + I) / Nref`` over all classes (one number, as DCASE; it enters every class's SELD).
+- ``F_c = TP / (TP + FP_spatial + (FP + FN) / 2)``: a mislocalised detection is both a false alarm and
+  a miss, so it weighs twice a plain one (standard F1 with it counted on both sides).
+- ``LE_c`` = mean distance of the class-matched tracks (TP and FP_spatial alike); 180 when the class
+  occurs but none matched, DCASE's convention for an undefined error.
+- ``LR_c`` = matched tracks / (matched tracks + FN); 0 for a class that is only predicted (DCASE's
+  epsilon-guarded division gives the same).
+- ``SELD_c = mean(ER, 1 - F_c, LE_c / 180, 1 - LR_c)``; ``F``, ``LE``, ``LR`` and ``SELD`` are the means
+  of the class values, hence ``SELD = mean(ER, 1 - F, LE / 180, 1 - LR)``.
+
+Conventions where the definitions say nothing:
+
+- A class absent from both references and predictions is left out of the macro mean and its class
+  values are NaN. DCASE averages over every class and would score such a class F 0, LE 180, LR 0;
+  the two agree whenever every class occurs in the reference, as on STARSS23 dev-test.
+- No reference events at all: ``ER`` divides by ``max(Nref, 1)``, so spurious predictions on a silent
+  clip give ER = their count, finite for averaging and early stopping (DCASE divides by an epsilon).
+- Neither references nor predictions: a perfect score (ER 0, F 1, LE 0, LR 1, SELD 0).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import connected_components
+
+from edgeaudio.errors import UsageError
+
+LabelSet = dict[int, list[tuple]]
+
+_COUNT_NAMES = {"TP": "tp", "FP": "fp", "FP_spatial": "fp_spatial", "FN": "fn", "Nref": "n_ref"}
+
+
+def angular_distance_deg(az1, el1, az2, el2) -> np.ndarray:
+    """Great-circle angle in degrees between directions given in degrees; numpy broadcasting applies.
+
+    Computed as atan2(|u x v|, u . v) on unit vectors, which stays exact near 0 and 180 degrees where
+    the arccos of a dot product loses precision.
+    """
+    return _angle_between(_unit_vector(az1, el1), _unit_vector(az2, el2))
+
+
+def _unit_vector(az, el) -> np.ndarray:
+    az, el = np.radians(np.asarray(az, dtype=float)), np.radians(np.asarray(el, dtype=float))
+    return np.stack(np.broadcast_arrays(np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)), axis=-1)
+
+
+def _angle_between(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    cross = np.linalg.norm(np.cross(u, v), axis=-1)
+    return np.degrees(np.arctan2(cross, np.sum(u * v, axis=-1)))
+
+
+def _vector_to_az_el(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y, z = vectors[..., 0], vectors[..., 1], vectors[..., 2]
+    return np.degrees(np.arctan2(y, x)), np.degrees(np.arctan2(z, np.hypot(x, y)))
+
+
+def accdoa_to_labels(accdoa, num_classes: int, tracks: int = 3, threshold: float = 0.5,
+                     merge_deg: float = 15.0) -> LabelSet:
+    """Decode multi-ACCDOA output ``[frames, tracks * 3 * num_classes]`` into a label set.
+
+    Column layout is track-major, then axis, then class: ``index = track * 3 * C + axis * C + class``
+    with axis 0, 1, 2 = x, y, z. A class is active in a track when its vector is longer than
+    ``threshold``. Active tracks of one class whose directions are closer than ``merge_deg`` are one
+    source predicted twice (ADPIT lets tracks duplicate), so they are merged: linked pairwise into
+    groups, and each group becomes the mean of its raw vectors (longer, more confident vectors weigh
+    more), as the DCASE baseline unifies its three tracks. Each event is ``(class, az, el, track)``
+    with the lowest track index of its group; frames without events are left out.
+    """
+    out = np.asarray(accdoa, dtype=float)
+    expected = tracks * 3 * num_classes
+    if out.ndim != 2 or out.shape[1] != expected:
+        raise UsageError(
+            f"multi-ACCDOA output has shape {out.shape}, expected [frames, {expected}] "
+            f"({tracks} tracks x 3 axes x {num_classes} classes)"
+        )
+    vectors = out.reshape(len(out), tracks, 3, num_classes).transpose(0, 3, 1, 2)  # frame, class, track, xyz
+    active = np.linalg.norm(vectors, axis=-1) > threshold
+    labels: LabelSet = {}
+    for frame in np.flatnonzero(active.any(axis=(1, 2))):
+        events = []
+        for cls in np.flatnonzero(active[frame].any(axis=-1)):
+            track_ids = np.flatnonzero(active[frame, cls])
+            for group in _close_groups(vectors[frame, cls, track_ids], merge_deg):
+                az, el = _vector_to_az_el(vectors[frame, cls, track_ids[group]].mean(axis=0))
+                events.append((int(cls), float(az), float(el), int(track_ids[group[0]])))
+        labels[int(frame)] = events
+    return labels
+
+
+def _close_groups(vectors: np.ndarray, merge_deg: float) -> list[np.ndarray]:
+    """Indices of vectors grouped by single linkage on angles below ``merge_deg``, in index order."""
+    close = _angle_between(vectors[:, None], vectors[None, :]) < merge_deg
+    count, group_of = connected_components(close, directed=False)
+    return [np.flatnonzero(group_of == group) for group in range(count)]
+
+
+@dataclass
+class _ClassBlock:
+    """Outcome for one class in one block (segment or frame)."""
+
+    n_ref: int
+    tp: int
+    fp_spatial: int
+    fp: int
+    fn: int
+    distance_sum: float
+
+
+class SeldEvaluator:
+    """Accumulates SELD counts over files, then scores them; see the module doc for the definitions.
+
+    Counts from several recordings add up before the per-class ratios are taken, as DCASE scores a
+    whole split; update once per recording so that no segment spans two files.
+    """
+
+    def __init__(self, num_classes: int, frames_per_segment: int = 10, doa_threshold: float = 20.0,
+                 segment_based: bool = True):
+        if num_classes < 1:
+            raise UsageError(f"num_classes must be at least 1, got {num_classes}")
+        if segment_based and frames_per_segment < 1:
+            raise UsageError(f"frames_per_segment must be at least 1, got {frames_per_segment}")
+        self.num_classes = num_classes
+        self.frames_per_block = frames_per_segment if segment_based else 1
+        self.doa_threshold = doa_threshold
+        self._counts = {key: np.zeros(num_classes) for key in ("n_ref", "tp", "fp_spatial", "fp", "fn", "distance_sum")}
+        self._predicted = np.zeros(num_classes, dtype=bool)
+        self._sdi = np.zeros(3)
+
+    def update(self, predictions: LabelSet, references: LabelSet) -> None:
+        """Add one recording's predictions and references."""
+        pred_blocks = _blocks(predictions, self.frames_per_block, self.num_classes)
+        ref_blocks = _blocks(references, self.frames_per_block, self.num_classes)
+        for block in pred_blocks.keys() | ref_blocks.keys():
+            self._update_block(pred_blocks.get(block, {}), ref_blocks.get(block, {}))
+
+    def _update_block(self, pred: dict, ref: dict) -> None:
+        false_positives = misses = 0
+        for cls in pred.keys() | ref.keys():
+            result = _compare_class(ref.get(cls, {}), pred.get(cls, {}), self.doa_threshold)
+            for key, value in vars(result).items():
+                self._counts[key][cls] += value
+            self._predicted[cls] |= cls in pred
+            false_positives += result.fp + result.fp_spatial
+            misses += result.fn
+        self._sdi += (min(false_positives, misses), max(0, misses - false_positives), max(0, false_positives - misses))
+
+    def scores(self) -> dict:
+        """ER, F, LE, LR and SELD (macro over the classes that occur), the counts, and class values."""
+        c = self._counts
+        substitutions, deletions, insertions = (int(v) for v in self._sdi)
+        error_rate = (substitutions + deletions + insertions) / max(c["n_ref"].sum(), 1)
+        occurs = (c["n_ref"] > 0) | self._predicted
+        matched = c["tp"] + c["fp_spatial"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f_score = c["tp"] / (c["tp"] + c["fp_spatial"] + 0.5 * (c["fp"] + c["fn"]))
+            loc_error = np.where(matched > 0, c["distance_sum"] / matched, 180.0)
+            loc_recall = np.where(matched + c["fn"] > 0, matched / (matched + c["fn"]), 0.0)
+        f_score, loc_error, loc_recall = (np.where(occurs, v, np.nan) for v in (f_score, loc_error, loc_recall))
+        seld = (error_rate + (1 - f_score) + loc_error / 180 + (1 - loc_recall)) / 4
+        if occurs.any():
+            f_mean, le_mean, lr_mean = (float(v[occurs].mean()) for v in (f_score, loc_error, loc_recall))
+        else:
+            f_mean, le_mean, lr_mean = 1.0, 0.0, 1.0
+        return {
+            "ER": float(error_rate),
+            "F": f_mean,
+            "LE": le_mean,
+            "LR": lr_mean,
+            "SELD": float((error_rate + (1 - f_mean) + le_mean / 180 + (1 - lr_mean)) / 4),
+            **{name: int(c[key].sum()) for name, key in _COUNT_NAMES.items()},
+            "S": substitutions,
+            "D": deletions,
+            "I": insertions,
+            "classwise": [
+                {
+                    "class": cls,
+                    "F": float(f_score[cls]),
+                    "LE": float(loc_error[cls]),
+                    "LR": float(loc_recall[cls]),
+                    "SELD": float(seld[cls]),
+                    **{name: int(c[key][cls]) for name, key in _COUNT_NAMES.items()},
+                }
+                for cls in range(self.num_classes)
+            ],
+        }
+
+
+def seld_metrics(predictions: LabelSet, references: LabelSet, num_classes: int, frames_per_segment: int = 10,
+                 doa_threshold: float = 20.0, segment_based: bool = True) -> dict:
+    """Score one recording with the DCASE 2022/23 SELD metrics (module doc: definitions, conventions).
+
+    Returns ``ER``, ``F``, ``LE`` (degrees), ``LR``, ``SELD``; the counts ``TP``, ``FP`` (predicted
+    instances with no reference of their class), ``FP_spatial`` (class right, beyond the threshold;
+    all false positives = FP + FP_spatial), ``FN``, ``S``, ``D``, ``I``, ``Nref``; and ``classwise``,
+    one dict per class with ``class``, ``F``, ``LE``, ``LR``, ``SELD`` (NaN where the class never
+    occurs) and its ``TP``, ``FP``, ``FP_spatial``, ``FN``, ``Nref``. For a whole split use
+    :class:`SeldEvaluator`, which adds counts over recordings before taking ratios.
+    """
+    evaluator = SeldEvaluator(num_classes, frames_per_segment, doa_threshold, segment_based)
+    evaluator.update(predictions, references)
+    return evaluator.scores()
+
+
+def _blocks(labels: LabelSet, frames_per_block: int, num_classes: int) -> dict:
+    """``block -> class -> frame -> [(az, el), ...]`` ordered by track id, else by list order."""
+    blocks: dict = defaultdict(lambda: defaultdict(dict))
+    for frame, events in labels.items():
+        if not isinstance(frame, (int, np.integer)) or frame < 0:
+            raise UsageError(f"label frame indices must be non-negative integers, got {frame!r}")
+        by_class = defaultdict(list)
+        for order, event in enumerate(events):
+            cls, az, el = _check_event(event, frame, num_classes)
+            track = event[3] if len(event) == 4 else order
+            by_class[cls].append((track, order, az, el))
+        for cls, instances in by_class.items():
+            blocks[int(frame) // frames_per_block][cls][int(frame)] = [(az, el) for *_, az, el in sorted(instances)]
+    return blocks
+
+
+def _check_event(event, frame, num_classes: int) -> tuple[int, float, float]:
+    if len(event) not in (3, 4):
+        raise UsageError(f"frame {frame}: events are (class, azimuth, elevation[, track]), got {event!r}")
+    cls = event[0]
+    if not isinstance(cls, (int, np.integer)) or not 0 <= cls < num_classes:
+        raise UsageError(f"frame {frame}: class index {cls!r} is not in 0..{num_classes - 1}")
+    return int(cls), float(event[1]), float(event[2])
+
+
+def _compare_class(ref: dict, pred: dict, doa_threshold: float) -> _ClassBlock:
+    """Match one class's reference and predicted tracks within one block (module doc, steps 2-4)."""
+    n_ref = max((len(v) for v in ref.values()), default=0)
+    n_pred = max((len(v) for v in pred.values()), default=0)
+    track_means = [np.mean(d) for d in _matched_track_distances(ref, pred).values()]
+    tp = sum(1 for d in track_means if d <= doa_threshold)
+    return _ClassBlock(
+        n_ref=n_ref,
+        tp=tp,
+        fp_spatial=len(track_means) - tp,
+        fp=max(0, n_pred - len(track_means)),
+        fn=n_ref - len(track_means),
+        distance_sum=float(sum(track_means)),
+    )
+
+
+def _matched_track_distances(ref: dict, pred: dict) -> dict[int, list[float]]:
+    """Per reference track rank, the distances of its Hungarian matches in the frames shared with pred."""
+    distances = defaultdict(list)
+    for frame in ref.keys() & pred.keys():
+        r, p = np.asarray(ref[frame]), np.asarray(pred[frame])
+        cost = angular_distance_deg(r[:, None, 0], r[:, None, 1], p[None, :, 0], p[None, :, 1])
+        for row, col in zip(*linear_sum_assignment(cost)):
+            distances[int(row)].append(float(cost[row, col]))
+    return distances

@@ -1,0 +1,244 @@
+"""The SELD metric definitions (DCASE 2022/23), pinned on cases small enough to count by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeaudio.errors import UsageError
+from edgeaudio.plugins.seld.metrics import (
+    SeldEvaluator,
+    accdoa_to_labels,
+    angular_distance_deg,
+    seld_metrics,
+)
+
+VARIANTS = [pytest.param(True, id="segment"), pytest.param(False, id="frame")]
+
+
+def steady(cls, az, el, frames=range(10), track=0):
+    """One event held still over ``frames``."""
+    return {f: [(cls, az, el, track)] for f in frames}
+
+
+def merged(*label_sets):
+    out = {}
+    for labels in label_sets:
+        for frame, events in labels.items():
+            out.setdefault(frame, []).extend(events)
+    return out
+
+
+def score(pred, ref, num_classes=2, **kwargs):
+    return seld_metrics(pred, ref, num_classes, **kwargs)
+
+
+@pytest.mark.parametrize("az1, el1, az2, el2, expected", [
+    (0, 0, 90, 0, 90),
+    (179, 0, -179, 0, 2),
+    (0, 90, 123, 90, 0),
+    (0, 0, 180, 0, 180),
+    (0, 0, 0, -45, 45),
+    (45, 35, 45, 35, 0),
+])
+def test_angular_distance_known_values(az1, el1, az2, el2, expected):
+    assert angular_distance_deg(az1, el1, az2, el2) == pytest.approx(expected, abs=1e-9)
+
+
+def test_angular_distance_broadcasts():
+    out = angular_distance_deg(np.array([[0.0], [90.0]]), 0.0, np.array([0.0, 90.0, 180.0]), 0.0)
+    np.testing.assert_allclose(out, [[0, 90, 180], [90, 0, 90]], atol=1e-9)
+
+
+@pytest.mark.parametrize("segment_based", VARIANTS)
+def test_perfect_prediction(segment_based):
+    ref = merged(steady(0, 30, 10, range(25)), steady(1, -120, -20, range(5, 12)))
+    result = score(ref, ref, segment_based=segment_based)
+    assert (result["ER"], result["F"], result["LE"], result["LR"], result["SELD"]) == (0, 1, 0, 1, 0)
+    assert result["FP"] == result["FN"] == result["FP_spatial"] == 0
+
+
+@pytest.mark.parametrize("segment_based", VARIANTS)
+def test_20_degree_boundary(segment_based):
+    ref = steady(0, 0, 0)
+    near = score(steady(0, 19, 0), ref, segment_based=segment_based)
+    assert (near["TP"], near["FP_spatial"], near["ER"], near["F"]) == (near["Nref"], 0, 0, 1)
+    assert near["LE"] == pytest.approx(19) and near["LR"] == 1
+
+    far = score(steady(0, 0, 21), ref, segment_based=segment_based)
+    assert (far["TP"], far["FP_spatial"], far["F"]) == (0, far["Nref"], 0)
+    # Mislocalised: one insertion per block in ER, yet the class was found, so LR stays 1.
+    assert far["ER"] == 1 and far["I"] == far["Nref"] and far["S"] == far["D"] == 0
+    assert far["LE"] == pytest.approx(21) and far["LR"] == 1
+
+
+def test_segment_track_is_judged_on_its_mean_error():
+    ref = steady(0, 0, 0)
+    pred = {f: [(0, 10.0 if f < 5 else 28.0, 0.0)] for f in range(10)}  # mean 19 deg over the second
+    seg = score(pred, ref)
+    assert seg["TP"] == 1 and seg["LE"] == pytest.approx(19)
+    frames = score(pred, ref, segment_based=False)
+    assert (frames["TP"], frames["FP_spatial"]) == (5, 5)
+
+
+def test_class_mismatch():
+    result = score(steady(1, 0, 0), steady(0, 0, 0))
+    assert (result["TP"], result["FP"], result["FN"], result["S"], result["ER"]) == (0, 1, 1, 1, 1)
+    # Both classes occur: neither found (F 0, LE 180, LR 0), so every term is at its worst.
+    assert (result["F"], result["LE"], result["LR"], result["SELD"]) == (0, 180, 0, 1)
+
+
+def test_empty_reference_and_prediction_is_perfect():
+    result = score({}, {5: []})
+    assert (result["ER"], result["F"], result["LE"], result["LR"], result["SELD"]) == (0, 1, 0, 1, 0)
+    assert all(np.isnan(c["F"]) for c in result["classwise"])
+
+
+def test_empty_reference_counts_insertions():
+    result = score(merged(steady(0, 0, 0), steady(1, 90, 0, range(10, 30))), {})
+    assert result["Nref"] == 0 and result["I"] == 3 and result["ER"] == 3  # divided by max(Nref, 1)
+    assert (result["F"], result["LE"], result["LR"]) == (0, 180, 0)
+
+
+def test_empty_prediction():
+    result = score({}, merged(steady(0, 0, 0), steady(1, 90, 0)))
+    assert (result["ER"], result["D"], result["FN"]) == (1, 2, 2)
+    assert (result["F"], result["LE"], result["LR"], result["SELD"]) == (0, 180, 0, 1)
+
+
+@pytest.mark.parametrize("segment_based", VARIANTS)
+def test_same_class_instances_matched_by_hungarian(segment_based):
+    ref = {f: [(0, 0.0, 0.0, 0), (0, 90.0, 0.0, 1)] for f in range(10)}
+    in_order = {f: [(0, 5.0, 0.0), (0, 95.0, 0.0)] for f in range(10)}
+    swapped = {f: [(0, 95.0, 0.0), (0, 5.0, 0.0)] for f in range(10)}
+    for pred in (in_order, swapped):
+        result = score(pred, ref, segment_based=segment_based)
+        assert (result["TP"], result["FP_spatial"], result["ER"], result["F"]) == (result["Nref"], 0, 0, 1)
+        assert result["LE"] == pytest.approx(5)
+
+
+def test_reference_tracks_follow_track_ids_then_list_order():
+    # Source 0 is found 5 deg off, source 1 50 deg off; odd frames list the sources in reverse.
+    ref = {f: [(0, 0.0, 0.0, 0), (0, 90.0, 0.0, 1)][:: 1 if f % 2 == 0 else -1] for f in range(10)}
+    pred = {f: [(0, 5.0, 0.0), (0, 140.0, 0.0)] for f in range(10)}
+    by_id = score(pred, ref)
+    assert (by_id["TP"], by_id["FP_spatial"], by_id["LE"]) == (1, 1, pytest.approx(27.5))
+    # Without ids the rank in the list is the track, so each track mixes both errors (27.5 deg).
+    by_rank = score(pred, {f: [event[:3] for event in events] for f, events in ref.items()})
+    assert (by_rank["TP"], by_rank["FP_spatial"], by_rank["LE"]) == (0, 2, pytest.approx(27.5))
+
+
+def test_hand_computed_segment_example():
+    ref = merged(
+        steady(0, 0, 0, range(0, 10)),  # seg 0: found 10 deg off (TP)
+        steady(1, 90, 0, range(0, 5)),  # seg 0: found 30 deg off (FP_spatial)
+        steady(0, 0, 0, range(10, 20)),  # seg 1: missed (FN)
+        steady(1, 45, 0, range(20, 30), track=0),  # seg 2: missed (FN) ...
+        steady(1, -45, 0, range(20, 30), track=1),  # ... while this one is found 5 deg off (TP)
+    )
+    pred = merged(
+        steady(0, 10, 0, range(0, 10)),
+        steady(1, 120, 0, range(0, 5)),
+        steady(1, -90, 0, range(10, 13)),  # seg 1: no class-1 reference (FP)
+        steady(1, -40, 0, range(20, 30)),
+    )
+    result = score(pred, ref)
+    assert (result["TP"], result["FP"], result["FP_spatial"], result["FN"], result["Nref"]) == (2, 1, 1, 2, 5)
+    # Per segment: I (spatial FP alone), S (FP class 1 with FN class 0), D (one of two missed).
+    assert (result["S"], result["D"], result["I"]) == (1, 1, 1)
+    assert result["ER"] == pytest.approx(3 / 5)
+    class0, class1 = result["classwise"]
+    assert class0["F"] == pytest.approx(1 / 1.5) and class1["F"] == pytest.approx(1 / 3)
+    assert class0["LE"] == pytest.approx(10) and class1["LE"] == pytest.approx(17.5)
+    assert class0["LR"] == pytest.approx(1 / 2) and class1["LR"] == pytest.approx(2 / 3)
+    assert result["F"] == pytest.approx(0.5)
+    assert result["LE"] == pytest.approx(13.75)
+    assert result["LR"] == pytest.approx(7 / 12)
+    assert result["SELD"] == pytest.approx((0.6 + 0.5 + 13.75 / 180 + 5 / 12) / 4)
+    assert class1["SELD"] == pytest.approx((0.6 + 2 / 3 + 17.5 / 180 + 1 / 3) / 4)
+
+
+def test_frame_and_segment_variants_differ_on_timing():
+    ref = steady(0, 0, 0, range(0, 2))
+    pred = steady(0, 0, 0, range(1, 3))  # one frame late
+    frames = score(pred, ref, segment_based=False)
+    assert (frames["TP"], frames["D"], frames["I"], frames["ER"], frames["F"], frames["LR"]) == (1, 1, 1, 1, 0.5, 0.5)
+    segments = score(pred, ref)
+    assert (segments["ER"], segments["F"], segments["LR"]) == (0, 1, 1)
+
+
+def test_class_only_in_both_but_never_in_the_same_frame():
+    result = score(steady(0, 0, 0, range(5, 10)), steady(0, 0, 0, range(0, 5)))
+    assert (result["FN"], result["FP"], result["S"], result["F"]) == (1, 1, 1, 0)
+
+
+def test_evaluator_accumulates_recordings_before_ratios():
+    evaluator = SeldEvaluator(num_classes=2)
+    evaluator.update(steady(0, 0, 0), steady(0, 0, 0))
+    evaluator.update({}, steady(0, 0, 0))
+    result = evaluator.scores()
+    assert (result["TP"], result["FN"], result["Nref"], result["ER"], result["LR"]) == (1, 1, 2, 0.5, 0.5)
+
+
+def test_malformed_labels_are_usage_errors():
+    with pytest.raises(UsageError, match="class index 5"):
+        score({0: [(5, 0, 0)]}, {})
+    with pytest.raises(UsageError, match="events are"):
+        score({}, {0: [(0, 0)]})
+
+
+def accdoa_frame(num_classes, tracks, vectors):
+    """One multi-ACCDOA frame from ``{(track, class): (x, y, z)}``."""
+    row = np.zeros(tracks * 3 * num_classes)
+    for (track, cls), xyz in vectors.items():
+        for axis, value in enumerate(xyz):
+            row[track * 3 * num_classes + axis * num_classes + cls] = value
+    return row
+
+
+def test_accdoa_decodes_layout_and_directions():
+    frames = np.stack([
+        accdoa_frame(3, 3, {(0, 2): (0, 0.9, 0), (2, 0): (0.5, 0, 0.5)}),
+        accdoa_frame(3, 3, {(1, 1): (0.3, 0, 0)}),  # length 0.3: inactive
+    ])
+    labels = accdoa_to_labels(frames, num_classes=3)
+    assert list(labels) == [0]
+    (cls_a, az_a, el_a, track_a), (cls_b, az_b, el_b, track_b) = sorted(labels[0])
+    assert (cls_a, track_a, cls_b, track_b) == (0, 2, 2, 0)
+    assert (az_a, el_a) == pytest.approx((0, 45))
+    assert (az_b, el_b) == pytest.approx((90, 0))  # +y is left, azimuth 90
+
+
+def unit(az):
+    return np.cos(np.radians(az)), np.sin(np.radians(az)), 0.0
+
+
+def test_accdoa_merges_close_duplicates_only():
+    frame = accdoa_frame(2, 3, {(0, 1): unit(0), (1, 1): unit(10), (2, 1): unit(60)})
+    events = sorted(accdoa_to_labels(frame[None], num_classes=2)[0], key=lambda e: e[3])
+    assert [(e[0], e[3]) for e in events] == [(1, 0), (1, 2)]
+    assert events[0][1] == pytest.approx(5) and events[1][1] == pytest.approx(60)
+    # Chains link: 0 ~ 10 ~ 20 are one source even though 0 and 20 are 20 deg apart.
+    chain = accdoa_frame(2, 3, {(0, 1): unit(0), (1, 1): unit(10), (2, 1): unit(20)})
+    (event,) = accdoa_to_labels(chain[None], num_classes=2)[0]
+    assert event[1] == pytest.approx(10)
+    apart = accdoa_to_labels(frame[None], num_classes=2, merge_deg=5.0)[0]
+    assert len(apart) == 3
+
+
+def test_accdoa_rejects_wrong_width():
+    with pytest.raises(UsageError, match=r"expected \[frames, 39\]"):
+        accdoa_to_labels(np.zeros((4, 38)), num_classes=13, tracks=1)
+
+
+def test_decoded_accdoa_scores_perfectly_against_its_source():
+    ref = merged(steady(0, 30, 10, range(10), track=0), steady(0, -100, -20, range(5, 10), track=1))
+    rows = []
+    for f in range(10):
+        vectors = {}
+        for cls, az, el, track in ref[f]:
+            a, e = np.radians(az), np.radians(el)
+            vectors[(track, cls)] = (np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e))
+        rows.append(accdoa_frame(1, 3, vectors))
+    result = seld_metrics(accdoa_to_labels(np.stack(rows), num_classes=1), ref, num_classes=1)
+    assert result["SELD"] == pytest.approx(0, abs=1e-9)
