@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from edgeaudio.backends.openvino import shared_core
 from edgeaudio.errors import ExportError, require
 from edgeaudio.exporters.base import ExportTarget, Feeds
 from edgeaudio.hookspecs import hookimpl
@@ -47,6 +48,7 @@ class OpenVinoTarget(ExportTarget):
             if not calibration:
                 raise ExportError(f"INT8 needs calibration data and task graph '{graph.name}' provided none")
             nncf = require("nncf", "openvino")
+            shared_core()  # exists before NNCF's own Core, so their lifetimes nest (see shared_core)
             model = nncf.quantize(
                 model,
                 nncf.Dataset(list(calibration)),

@@ -138,3 +138,26 @@ def test_jetson_export_defers_engines_and_falls_back_here(tiny_plugin, tmp_path)
     assert session.backend == "onnxruntime" and "openvino: not in bundle" in session.reason
     with pytest.raises(edgeaudio.errors.BackendUnavailable, match="TensorRT is not installed"):
         edgeaudio.load(tmp_path / "j", backend="tensorrt")
+
+
+def test_signals_still_work_after_openvino_int8_export(tmp_path):
+    """OpenVINO Cores destroyed out of order leave a dangling signal stack; the next Ctrl-C or
+    SIGCHLD then segfaults. Exporting in a child process shows the process survives a signal."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import tiny_task, edgeaudio
+        from edgeaudio import registry
+        registry.register(tiny_task, "tiny")
+        edgeaudio.export("tiny", target="x86-cpu", backends=["openvino"], output={str(tmp_path / "b")!r}, log=lambda m: None)
+        edgeaudio.load({str(tmp_path / "b")!r}, backend="openvino", precision="int8")
+        signal.signal(signal.SIGUSR1, lambda *args: print("handled", flush=True))
+        os.kill(os.getpid(), signal.SIGUSR1)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "handled" in done.stdout, done.stderr[-1500:]

@@ -106,20 +106,6 @@ def test_val_every_skips_epochs_but_always_validates_the_last(tmp_path):
 
 
 def test_same_seed_gives_identical_weights(tmp_path):
-    """Runs in a fresh interpreter: DataLoader workers started from a process that already ran
-    NNCF/OpenVINO (earlier tests) crash it, and that is not what this test is about."""
-    code = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
-        import pathlib, test_training_loop as t
-        t.check_same_seed_gives_identical_weights(pathlib.Path({str(tmp_path)!r}))
-    """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
-def check_same_seed_gives_identical_weights(tmp_path):
     runs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         model = make_model()

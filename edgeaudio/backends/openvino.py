@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,10 +16,22 @@ from edgeaudio.hookspecs import hookimpl
 _PRECISION_HINT = {"fp32": "f32", "int8": "f32", "fp16": "f16"}
 
 
+@functools.lru_cache(maxsize=1)
+def shared_core():
+    """The one ``ov.Core`` of this process.
+
+    OpenVINO's CPU plugin saves and restores the thread's alternate signal stack per Core; when
+    two Cores with compiled models are destroyed out of creation order the stack is left dangling
+    and the next signal (Ctrl-C, SIGCHLD) segfaults the process. One Core that lives as long as
+    the process, created before any transient one (NNCF's), keeps lifetimes nested.
+    """
+    ov = require("openvino", "openvino")
+    return ov.Core()
+
+
 class OpenVinoGraph(GraphRunner):
     def __init__(self, xml: str, device: str, precision: str, threads: int | None):
-        ov = require("openvino", "openvino")
-        core = ov.Core()
+        core = shared_core()
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT.get(precision, "f32")}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -43,7 +56,7 @@ class OpenVinoBackend(Backend):
             import openvino as ov
         except ImportError:
             return False, 'openvino is not installed (pip install "edgeaudio[openvino]")'
-        devices = ov.Core().available_devices
+        devices = shared_core().available_devices
         return True, f"openvino {ov.__version__}, devices {', '.join(devices)}"
 
     def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any], task) -> GraphRunner:
