@@ -1,13 +1,18 @@
-"""``edgeaudio run TASK|BUNDLE --input FILE``: results as JSON lines, waveforms to ``--output``."""
+"""``edgeaudio run TASK|BUNDLE``: a file, a simulated array or a live microphone array through a model.
+
+Results go out as JSON lines (stdout, ``--output``, ``--udp``), waveforms to a WAV file or the
+speaker. Choices and progress go to stderr, so stdout stays clean for results.
+"""
 
 from __future__ import annotations
 
-import json
+from functools import partial
 from pathlib import Path
 
 import click
 
 from edgeaudio.cli.output import note
+from edgeaudio.errors import DeviceLost, UsageError
 
 
 def _resolve_bundle(name: str, backend: str) -> str:
@@ -21,43 +26,117 @@ def _resolve_bundle(name: str, backend: str) -> str:
 
 @click.command("run")
 @click.argument("task_or_bundle")
-@click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False), help="Audio file to process.")
+@click.option("-i", "--input", "input_spec", help="Audio file, sim:seed=N,seconds=S[,library=PATH], or mic (the default).")
+@click.option("--device", "array", help="Microphone array profile or family (e.g. respeaker); default: the task's array.")
+@click.option("--device-index", type=int, help="PortAudio device to capture from (see `edgeaudio devices --live`).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write results here (JSON lines, or WAV for waveform tasks).")
+@click.option("--udp", help="Send each result as a JSON datagram to host:port.")
+@click.option("--speaker", is_flag=True, help="Play waveform results on the default output device (mic -> model -> speaker).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), help="Stop after this much audio.")
+@click.option("--stats", is_flag=True, help="Print latency, real-time factor and drop counts at the end.")
+@click.option("--json", "as_json", is_flag=True, help='Print the summary as one JSON line {"summary": ...} at the end.')
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--precision", default="auto", show_default=True)
-@click.option("--stream/--offline", default=True, show_default=True, help="Process chunk by chunk (as live) or the whole clip at once.")
-@click.option("--chunk-ms", default=100.0, show_default=True)
-def command(task_or_bundle, input_path, output, backend, precision, stream, chunk_ms):
-    """Run a task (its default bundle) or a bundle on an audio file."""
-    from edgeaudio.audio import read_audio, write_audio
+@click.option("--stream/--offline", default=True, show_default=True, help="Process chunk by chunk (as live) or a whole file at once.")
+@click.option("--chunk-ms", default=100.0, show_default=True, help="Chunk length for files and simulated input.")
+def command(
+    task_or_bundle, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend, precision,
+    stream, chunk_ms,
+):  # fmt: skip
+    """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array."""
     from edgeaudio.runtime import load
 
     session = load(_resolve_bundle(task_or_bundle, backend), backend=backend, precision=precision)
     note(f"backend: {session.reason}")
-    audio, rate, notes = read_audio(input_path, sample_rate=session.sample_rate)
+    open_sinks = partial(_open_sinks, session.task, output, udp, speaker)  # opened once the input is
+    if stream:
+        summary = _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms)
+    else:
+        summary = _run_offline(session, input_spec, open_sinks)
+    _report(summary, stats, as_json)
+    if summary["error"]:
+        raise DeviceLost(summary["error"], hint="results up to the loss were written; check the device and run again")
+
+
+def _open_sinks(task, output: str | None, udp: str | None, speaker: bool) -> list:
+    """Result sinks for the flags; JSON lines on stdout when no other destination is named."""
+    from edgeaudio.audio.sinks import JsonLinesSink, SpeakerSink, UdpSink, WavSink, is_waveform_task
+
+    sinks = []
+    if output:
+        wav = output.endswith(".wav") and is_waveform_task(task)
+        sinks.append(WavSink(output, task) if wav else JsonLinesSink(output))
+    if udp:
+        sinks.append(UdpSink(udp))
+    if speaker:
+        sinks.append(SpeakerSink(task))
+    return sinks or [JsonLinesSink()]
+
+
+def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms) -> dict:
+    from edgeaudio.audio.live import run_live
+    from edgeaudio.audio.sources import open_source
+
+    source = open_source(input_spec, array, session, device_index=device_index, chunk_ms=chunk_ms, log=note)
+    try:
+        sinks = open_sinks()
+    except Exception:
+        source.close()
+        raise
+    if source.realtime:
+        note("running live; Ctrl-C stops")
+    summary = run_live(source, session.stream(), sinks, seconds=seconds, log=note)
+    _note_sinks(sinks)
+    note(f"real-time factor {summary['rtf']:.4f} on {summary['audio_seconds']:.1f} s")
+    return summary
+
+
+def _run_offline(session, input_spec, open_sinks) -> dict:
+    """The whole file in one call: the reference a streamed run must match."""
+    from edgeaudio.audio import read_audio
+
+    if input_spec is None or input_spec == "mic" or input_spec.startswith("sim:"):
+        raise UsageError("--offline needs an audio file as --input", hint="drop --offline for live or simulated input")
+    audio, rate, notes = read_audio(input_spec, sample_rate=session.sample_rate)
     for message in notes:
         note(message)
-    results = _stream(session, audio, chunk_ms) if stream else [session.process(audio, rate)]
-    waveform = session.task.results_to_audio(results)
-    if waveform is not None and output and output.endswith(".wav"):
-        write_audio(output, waveform, session.sample_rate)
-        note(f"wrote {output}")
-        return
-    lines = [json.dumps(item, default=float) for result in results for item in (result if isinstance(result, list) else [result])]
-    if output:
-        Path(output).write_text("\n".join(lines) + "\n")
-        note(f"wrote {len(lines)} result line(s) to {output}")
-    else:
-        for line in lines:
-            click.echo(line)
+    results = [session.process(audio, rate)]
+    sinks = open_sinks()
+    for sink in sinks:
+        sink.write(results)
+        sink.close()
+    _note_sinks(sinks)
+    return {"ended": "end", "error": None, "audio_seconds": audio.shape[1] / rate}
 
 
-def _stream(session, audio, chunk_ms: float) -> list:
-    stream = session.stream()
-    chunk = max(1, int(session.sample_rate * chunk_ms / 1000))
-    results = []
-    for offset in range(0, audio.shape[1], chunk):
-        results.extend(stream.accept(audio[:, offset : offset + chunk]))
-    results.extend(stream.flush())
-    note(f"real-time factor {stream.real_time_factor():.4f} on {audio.shape[1] / session.sample_rate:.1f} s")
-    return results
+def _note_sinks(sinks) -> None:
+    for sink in sinks:
+        if line := sink.summary():
+            note(line)
+
+
+def _report(summary: dict, stats: bool, as_json: bool) -> None:
+    from edgeaudio.audio.sinks import to_json
+
+    if stats:
+        for line in _stats_lines(summary):
+            note(line)
+    if as_json:
+        click.echo(to_json({"summary": summary}))
+
+
+def _stats_lines(summary: dict) -> list[str]:
+    """The summary for people: what ran, how fast, how late, what was lost."""
+    if "rtf" not in summary:
+        return [f"offline: {summary['audio_seconds']:.1f} s of audio in one call"]
+    ms = summary["latency_ms"]
+    late = f"p50 {ms['p50']:.1f} ms, p95 {ms['p95']:.1f} ms, max {ms['max']:.1f} ms" if ms else "no results"
+    return [
+        f"input: {summary['source']}; ended: {summary['ended']}",
+        f"audio {summary['audio_seconds']:.1f} s in {summary['wall_seconds']:.1f} s, {summary['results']} result(s)",
+        f"real-time factor {summary['rtf']:.4f} (model), {summary['processing_rtf']:.4f} (model + output)",
+        f"latency, capture to result out: {late}",
+        f"dropped {summary['dropped_samples']} sample(s); input overflows {summary['input_overflows']}, "
+        f"underflows {summary['input_underflows']}; output underflows {summary['output_underflows']}",
+        "fell behind real time: " + ("YES" if summary["fell_behind"] else "no"),
+    ]

@@ -1,0 +1,242 @@
+"""Where results go: JSON lines (stdout or a file), UDP datagrams, a WAV file, the speaker.
+
+A sink takes the list ``Stream.accept`` returns (one decoded result per processed block; a task
+may decode a block into a list of items, e.g. one per frame) and hands it on at once, so a live
+run's output is never held back behind the next chunk. ``close`` flushes and releases; the live
+loop always calls it, also after Ctrl-C or a lost device.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from edgeaudio.audio.sources import RingBuffer, StreamResampler
+from edgeaudio.errors import UsageError, require
+from edgeaudio.task import Task
+
+MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
+
+
+class Sink:
+    """Base of the sinks. ``summary()`` is one line for the user about what was written, or None."""
+
+    underflows = 0  # output blocks the device played before audio was ready (speaker only)
+
+    def write(self, results: list[Any]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release; safe to call more than once."""
+
+    def summary(self) -> str | None:
+        return None
+
+
+def result_items(results: list[Any]) -> list[Any]:
+    """The user-facing items in a list of decoded results: one per frame, event or waveform."""
+    return [item for result in results for item in (result if isinstance(result, list) else [result])]
+
+
+def to_json(item: Any) -> str:
+    return json.dumps(item, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays that decoders leave in results, as JSON numbers and lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def is_waveform_task(task: Task) -> bool:
+    """Whether the task's results carry audio: it overrides ``results_to_audio``, which returns None."""
+    return type(task).results_to_audio is not Task.results_to_audio
+
+
+class JsonLinesSink(Sink):
+    """One JSON object per line, to ``path`` or to stdout; flushed after every write for live use."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else None
+        self.lines = 0
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._out: IO[str] = open(self.path, "w", encoding="utf-8") if self.path else sys.stdout
+
+    def write(self, results: list[Any]) -> None:
+        for item in result_items(results):
+            self._out.write(to_json(item) + "\n")
+            self.lines += 1
+        self._out.flush()
+
+    def close(self) -> None:
+        if self.path and not self._out.closed:
+            self._out.close()
+
+    def summary(self) -> str | None:
+        return f"wrote {self.lines} result line(s) to {self.path}" if self.path else None
+
+
+class UdpSink(Sink):
+    """One JSON datagram per result item to ``host:port``: a dashboard or robot listens, nothing blocks."""
+
+    def __init__(self, address: str):
+        host, port = parse_address(address)
+        self.address = address
+        try:
+            family, kind, proto, _, target = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        except socket.gaierror as exc:
+            hint = "use an IP address or a known host name"
+            raise UsageError(f"cannot resolve UDP host '{host}' ({exc})", hint=hint) from exc
+        self._target = target
+        self._socket = socket.socket(family, kind, proto)
+        self.datagrams = 0
+
+    def write(self, results: list[Any]) -> None:
+        for item in result_items(results):
+            payload = to_json(item).encode()
+            if len(payload) > MAX_DATAGRAM:
+                raise UsageError(
+                    f"a result of {len(payload)} bytes does not fit one UDP datagram ({MAX_DATAGRAM} at most)",
+                    hint="send waveform results to a file with --output instead",
+                )
+            self._socket.sendto(payload, self._target)
+            self.datagrams += 1
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def summary(self) -> str | None:
+        return f"sent {self.datagrams} datagram(s) to {self.address}"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) -> (host, port)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"'{address}' is not host:port", hint="e.g. --udp 127.0.0.1:9000")
+    return host.strip("[]"), int(port)
+
+
+def _waveform(task: Task, results: list[Any]) -> np.ndarray | None:
+    """The audio in ``results`` as float32 [samples, channels] (soundfile's and PortAudio's order)."""
+    audio = task.results_to_audio(results)
+    if audio is None:
+        return None
+    audio = np.asarray(audio, dtype=np.float32)
+    return (audio[None, :] if audio.ndim == 1 else audio).T
+
+
+def _require_waveform_task(task: Task, what: str) -> None:
+    if not is_waveform_task(task):
+        raise UsageError(
+            f"task '{task.name}' produces no audio, so it cannot go to {what}",
+            hint="write its results as JSON lines (--output results.jsonl) or send them with --udp",
+        )
+
+
+class WavSink(Sink):
+    """Waveform results appended to a 32-bit float WAV as they come; the header is final on close."""
+
+    def __init__(self, path: str | Path, task: Task):
+        _require_waveform_task(task, "a WAV file")
+        self.path, self.task = Path(path), task
+        self.samples = 0
+        self._file = None
+
+    def write(self, results: list[Any]) -> None:
+        audio = _waveform(self.task, results)
+        if audio is None or not len(audio):
+            return
+        if self._file is None:
+            sf = require("soundfile", "mic")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = sf.SoundFile(str(self.path), "w", self.task.sample_rate, audio.shape[1], subtype="FLOAT")
+        self._file.write(audio)
+        self.samples += len(audio)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def summary(self) -> str | None:
+        return f"wrote {self.samples / self.task.sample_rate:.1f} s of audio to {self.path}"
+
+
+class SpeakerSink(Sink):
+    """Waveform results played on an output device: mic -> model -> speaker for enhancement.
+
+    The device runs at its own default rate (hardware outputs rarely run at a model's 16 kHz) and
+    soxr converts. Like capture, playback runs from a ring buffer in PortAudio's callback, so the
+    worker never waits for the speaker and time spent playing is not mistaken for processing.
+    Audio arrives in input-sized blocks with some jitter, so playback starts with
+    ``prefill_seconds`` of silence queued. The callback finding too little audio counts in
+    ``underflows`` (a click); audio that did not fit the ring counts in ``dropped_samples``.
+    """
+
+    def __init__(
+        self, task: Task, device: int | str | None = None, prefill_seconds: float = 0.1, buffer_seconds: float = 2.0
+    ):
+        _require_waveform_task(task, "the speaker")
+        self.task, self._device = task, device
+        self._prefill, self._buffer = prefill_seconds, buffer_seconds
+        self._stream = None
+        self._closing = False
+        self.played_samples = 0
+
+    def write(self, results: list[Any]) -> None:
+        audio = _waveform(self.task, results)
+        if audio is None or not len(audio):
+            return
+        if self._stream is None:
+            self._open(audio.shape[1])
+        self._ring.write(self._resample(audio).T, time.monotonic())
+
+    def _open(self, channels: int) -> None:
+        sd = require("sounddevice", "mic")
+        self._rate = int(sd.query_devices(self._device, "output")["default_samplerate"])
+        self._resample = StreamResampler(self.task.sample_rate, self._rate, channels)
+        self._ring = RingBuffer(round(self._rate * self._buffer), channels)
+        self._ring.write(np.zeros((round(self._rate * self._prefill), channels), np.float32), time.monotonic())
+        self._stream = sd.OutputStream(
+            device=self._device, samplerate=self._rate, channels=channels, dtype="float32", callback=self._callback
+        )
+        self._stream.start()
+
+    def _callback(self, outdata, frames, time_info, status) -> None:
+        block = self._ring.take(frames)
+        outdata[: len(block)] = block
+        outdata[len(block) :] = 0
+        self.played_samples += len(block)
+        self.underflows += len(block) < frames and not self._closing
+
+    @property
+    def dropped_samples(self) -> int:
+        return self._ring.dropped if self._stream is not None else 0
+
+    def close(self) -> None:
+        """Play out what is queued (the filter's tail too), then release the device."""
+        if self._stream is None or self._stream.closed:
+            return
+        self._ring.write(self._resample.flush().T, time.monotonic())
+        self._closing = True
+        deadline = time.monotonic() + len(self._ring) / self._rate + 1.0
+        while len(self._ring) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._stream.stop()
+        self._stream.close()
+
+    def summary(self) -> str | None:
+        if self._stream is None:
+            return "played nothing on the speaker"
+        dropped = f"; {self.dropped_samples} sample(s) did not fit the buffer" if self.dropped_samples else ""
+        return f"played {self.played_samples / self._rate:.1f} s on the speaker{dropped}"

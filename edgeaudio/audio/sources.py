@@ -1,0 +1,553 @@
+"""Where live audio comes from: a microphone array, a file streamed chunk by chunk, a simulated array.
+
+Every source yields ``(chunk, captured)``: float32 [channels, samples] already at the model's rate
+and in the model's channel order, and the ``time.monotonic()`` moment its last sample was captured
+(read, for a file; due, for a simulated scene). The live loop measures end-to-end latency from that
+moment, the same way for every source. Sources count what they lose (``stats()``) instead of hiding
+it: a model that cannot keep up shows as dropped samples, never as silently missing audio.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+
+from edgeaudio.errors import AudioInputError, DeviceLost, UsageError, require
+
+if TYPE_CHECKING:
+    from edgeaudio.events import EventLibrary
+    from edgeaudio.profiles import ArrayProfile
+    from edgeaudio.runtime import Session
+    from edgeaudio.task import Task
+
+Chunk = tuple[np.ndarray, float]
+
+POLL_S = 0.1  # how often a waiting consumer looks for a lost device
+STARTUP_TIMEOUT_S = 5.0  # PulseAudio can take ~2 s to deliver the first block of an idle sink
+STALL_TIMEOUT_S = 2.0  # a running device that sends nothing for this long is gone
+SIM_KEYS = {"seed": int, "seconds": float, "library": str}
+_LOST_HINT = "check the cable, the driver or the sound server (`edgeaudio devices --live`), then run again"
+
+
+@dataclass
+class SourceStats:
+    """Samples delivered and lost, per channel at the model's rate, plus PortAudio's own flags.
+
+    ``dropped_samples``: captured but thrown away because the consumer fell behind and the ring
+    buffer was full. ``input_overflows``/``input_underflows``: blocks PortAudio flagged because
+    the device's own buffer overflowed or ran dry.
+    """
+
+    delivered_samples: int = 0
+    dropped_samples: int = 0
+    input_overflows: int = 0
+    input_underflows: int = 0
+
+
+class Source:
+    """What every source has: rate, channel count, a description, notes for the user, and stats.
+
+    ``realtime`` sources deliver audio at the pace of a clock, so processing slower than that
+    loses audio; the live loop only warns about falling behind for them.
+    """
+
+    realtime = False
+
+    def __init__(self, sample_rate: int, channels: int, description: str):
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.description = description
+        self.notes: list[str] = []
+        self._delivered = 0
+
+    def __iter__(self) -> Iterator[Chunk]:
+        for chunk, captured in self._chunks():
+            self._delivered += chunk.shape[1]
+            yield chunk, captured
+
+    def _chunks(self) -> Iterator[Chunk]:
+        raise NotImplementedError
+
+    def stats(self) -> SourceStats:
+        return SourceStats(delivered_samples=self._delivered)
+
+    def close(self) -> None:
+        """Release the device or file; safe to call more than once."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class StreamResampler:
+    """soxr's streaming resampler from [samples, channels] blocks to [channels, samples] chunks.
+
+    Streaming keeps the filter's state across blocks, so chunk borders leave no clicks and the
+    total length is exact; at equal rates it only transposes.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int, channels: int):
+        self._channels = channels
+        self._stream = None
+        if rate_in != rate_out:
+            soxr = require("soxr", "mic")
+            self._stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="HQ")
+
+    def __call__(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
+        frames = np.ascontiguousarray(frames, dtype=np.float32)
+        if self._stream is not None:
+            frames = self._stream.resample_chunk(frames, last=last)
+        return np.ascontiguousarray(frames.T)
+
+    def flush(self) -> np.ndarray:
+        """The samples still inside the filter at the end of the input."""
+        return self(np.zeros((0, self._channels), np.float32), last=True)
+
+
+# --- microphone ----------------------------------------------------------------------------------
+
+
+class RingBuffer:
+    """Bounded FIFO of frames between an audio callback thread and the worker.
+
+    A callback must never wait on the worker, so when the ring is full the newest frames are
+    dropped and counted in ``dropped``. ``read`` (capture side) drains everything there is, so the
+    time of the last write is the capture time of the last frame read; ``take`` (playback side)
+    hands a callback what it asks for, or less, without waiting.
+    """
+
+    def __init__(self, frames: int, channels: int):
+        self._data = np.zeros((frames, channels), np.float32)
+        self._start = 0
+        self._size = 0
+        self._ready = threading.Condition()
+        self.dropped = 0
+        self.last_write = 0.0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def write(self, block: np.ndarray, when: float) -> None:
+        capacity = len(self._data)
+        with self._ready:
+            take = min(len(block), capacity - self._size)
+            end = (self._start + self._size) % capacity
+            first = min(take, capacity - end)
+            self._data[end : end + first] = block[:first]
+            self._data[: take - first] = block[first:take]
+            self._size += take
+            self.dropped += len(block) - take
+            self.last_write = when
+            self._ready.notify()
+
+    def take(self, frames: int) -> np.ndarray:
+        """Up to ``frames`` of the oldest frames, at once."""
+        with self._ready:
+            count = min(frames, self._size)
+            out = np.take(self._data, range(self._start, self._start + count), axis=0, mode="wrap")
+            self._start = (self._start + count) % len(self._data)
+            self._size -= count
+            return out
+
+    def read(self, min_frames: int, timeout: float) -> tuple[np.ndarray, float] | None:
+        """All buffered frames once there are ``min_frames``; after ``timeout``, whatever there is."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._size >= min_frames, timeout)
+            if self._size == 0:
+                return None
+            return self.take(self._size), self.last_write
+
+
+class MicrophoneSource(Source):
+    """A microphone array through PortAudio, as the model wants it.
+
+    The device is opened at its native rate and capture channel count (what the profile says the
+    hardware delivers), the profile's ``channel_map`` picks the raw mics in the order of its
+    positions, and soxr resamples to the model's rate. PortAudio converts the device's sample
+    format to float32 itself. The PortAudio callback only copies into a ring buffer; channel
+    picking and resampling happen in the consumer, so a slow model costs counted drops, never a
+    broken audio thread.
+    """
+
+    realtime = True
+
+    def __init__(
+        self,
+        profile: ArrayProfile,
+        model_rate: int,
+        model_channels: int,
+        device_index: int | None = None,
+        block_ms: float = 20.0,
+        buffer_seconds: float = 2.0,
+    ):
+        _check_array_fits(profile, model_channels)
+        sd = require("sounddevice", "mic")
+        device = _find_input_device(sd, profile, device_index)
+        super().__init__(model_rate, model_channels, f"microphone '{device['name']}' as array {profile.name}")
+        self.profile = profile
+        self.device_name = str(device["name"])
+        self._block = max(1, round(profile.native_rate * block_ms / 1000))
+        self._ring = RingBuffer(max(self._block, round(profile.native_rate * buffer_seconds)), profile.capture_channels)
+        self._resample = StreamResampler(profile.native_rate, model_rate, model_channels)
+        self._overflows = self._underflows = 0
+        self._finished = self._closing = False
+        try:
+            self._stream = sd.InputStream(
+                device=device["index"],
+                samplerate=profile.native_rate,
+                channels=profile.capture_channels,
+                dtype="float32",
+                blocksize=self._block,
+                callback=self._callback,
+                finished_callback=self._on_finished,
+            )
+        except (sd.PortAudioError, ValueError) as exc:
+            raise AudioInputError(
+                f"cannot open '{self.device_name}' for {profile.capture_channels} channels "
+                f"at {profile.native_rate} Hz ({exc})",
+                hint="check `edgeaudio devices --live` and that no other program holds the device",
+            ) from exc
+        latency_ms = self._stream.latency * 1000
+        self.description += f" (PortAudio input latency {latency_ms:.0f} ms, not in the measured latency)"
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        self._overflows += bool(status.input_overflow)
+        self._underflows += bool(status.input_underflow)
+        self._ring.write(indata, time.monotonic())
+
+    def _on_finished(self) -> None:
+        self._finished = not self._closing
+
+    def _chunks(self) -> Iterator[Chunk]:
+        try:
+            self._stream.start()
+        except Exception as exc:  # sounddevice.PortAudioError; the module is imported lazily
+            raise DeviceLost(f"input device '{self.device_name}' did not start ({exc})", hint=_LOST_HINT) from exc
+        started = time.monotonic()
+        while True:
+            got = self._ring.read(self._block, POLL_S)
+            if got is not None:
+                frames, captured = got
+                chunk = self._resample(frames[:, list(self.profile.channel_map)])
+                if chunk.shape[1]:
+                    yield chunk, captured
+                continue
+            reason = self._lost_reason(started)
+            if reason:
+                tail = self._resample.flush()
+                if tail.shape[1]:
+                    yield tail, self._ring.last_write
+                seconds = time.monotonic() - started
+                raise DeviceLost(f"input device '{self.device_name}' {reason} after {seconds:.1f} s", hint=_LOST_HINT)
+
+    def _lost_reason(self, started: float) -> str | None:
+        if self._finished:
+            return "stopped delivering audio (unplugged, or its sound server went away)"
+        last = self._ring.last_write
+        waited = time.monotonic() - (last or started)
+        if waited > (STALL_TIMEOUT_S if last else STARTUP_TIMEOUT_S):
+            return f"sent no audio for {waited:.1f} s"
+        return None
+
+    def stats(self) -> SourceStats:
+        return SourceStats(
+            delivered_samples=self._delivered,
+            dropped_samples=round(self._ring.dropped * self.sample_rate / self.profile.native_rate),
+            input_overflows=self._overflows,
+            input_underflows=self._underflows,
+        )
+
+    def close(self) -> None:
+        self._closing = True
+        self._stream.close(ignore_errors=True)
+
+
+def _check_array_fits(profile: ArrayProfile, model_channels: int) -> None:
+    if profile.num_mics != model_channels:
+        raise AudioInputError(
+            f"array {profile.name} has {profile.num_mics} mic(s) but the model expects {model_channels}",
+            hint="pick the array the model was trained for (--device), or a bundle trained for this array",
+        )
+
+
+def _find_input_device(sd, profile: ArrayProfile, device_index: int | None) -> dict:
+    """The PortAudio device to capture from: ``device_index``, else one matching the profile.
+
+    Among matches, PortAudio's default input comes first: for a pattern as wide as the mono
+    profile's, the default input is what the user means.
+    """
+    from edgeaudio.profiles import query_live_devices
+
+    devices = query_live_devices()
+    if device_index is not None:
+        device = next((d for d in devices if d["index"] == device_index), None)
+        if device is None:
+            raise AudioInputError(f"PortAudio has no device {device_index}", hint="see `edgeaudio devices --live`")
+        if device["max_input_channels"] < profile.capture_channels:
+            raise AudioInputError(
+                f"device {device_index} '{device['name']}' has {device['max_input_channels']} input channel(s); "
+                f"array {profile.name} captures {profile.capture_channels}",
+                hint="pick the array's device, or the array profile that fits this device",
+            )
+        return device
+    default_input = sd.default.device[0]
+    matches = sorted((d for d in devices if profile.matches(d)), key=lambda d: d["index"] != default_input)
+    if not matches:
+        seen = ", ".join(f"{d['index']}: {d['name']} ({d['max_input_channels']} in)" for d in devices) or "none"
+        raise AudioInputError(
+            f"no input device looks like array {profile.name} (name matching '{profile.portaudio_pattern}' "
+            f"with at least {profile.capture_channels} inputs); PortAudio sees: {seen}",
+            hint="plug the array in and check `edgeaudio devices --live`, or choose a device with --device-index",
+        )
+    return matches[0]
+
+
+# --- file ----------------------------------------------------------------------------------------
+
+
+class FileSource(Source):
+    """An audio file read block by block and resampled on the fly: memory stays at a few chunks.
+
+    Chunks are exactly ``chunk_ms`` long at the model's rate (the last one may be shorter), so an
+    hour-long recording streams like a live device would deliver it, only faster.
+    """
+
+    def __init__(self, path: str | Path, model_rate: int, chunk_ms: float = 100.0):
+        self.path = Path(path)
+        self._file = _open_sound_file(self.path)
+        rate, channels = self._file.samplerate, self._file.channels
+        super().__init__(model_rate, channels, f"file {self.path.name}")
+        self._chunk = max(1, round(model_rate * chunk_ms / 1000))
+        self._read = max(1, round(rate * chunk_ms / 1000))
+        self._resample = StreamResampler(rate, model_rate, channels)
+        if rate != model_rate:
+            self.notes.append(f"resampled {self.path.name} from {rate} Hz to {model_rate} Hz")
+
+    def _chunks(self) -> Iterator[Chunk]:
+        pending = np.zeros((self.channels, 0), np.float32)
+        for block in self._file.blocks(self._read, dtype="float32", always_2d=True):
+            pending = np.concatenate([pending, self._resample(block)], axis=1)
+            while pending.shape[1] >= self._chunk:
+                yield pending[:, : self._chunk], time.monotonic()
+                pending = pending[:, self._chunk :]
+        pending = np.concatenate([pending, self._resample.flush()], axis=1)
+        for offset in range(0, pending.shape[1], self._chunk):
+            yield pending[:, offset : offset + self._chunk], time.monotonic()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _open_sound_file(path: Path):
+    """Open ``path`` for block reading with the same one-line errors as ``read_audio``."""
+    sf = require("soundfile", "mic")
+    if not path.is_file():
+        raise AudioInputError(f"no audio file at {path}")
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception as exc:  # libsndfile reports corrupt headers as RuntimeError/LibsndfileError
+        raise AudioInputError(f"cannot read {path.name} as audio ({exc})", hint="is it a WAV/FLAC/OGG file?") from exc
+    if handle.frames == 0:
+        handle.close()
+        raise AudioInputError(f"{path.name} holds no samples", hint="check the recording")
+    return handle
+
+
+# --- simulated array -----------------------------------------------------------------------------
+
+
+class SimulatedArraySource(Source):
+    """A synthetic scene for the array's geometry, played out like a live device.
+
+    ``spec`` is ``seed=3,seconds=20[,library=PATH]`` (a leading ``sim:`` is allowed). The scene
+    is rendered once, directly at the model's rate, by the scene synthesizer the training data
+    comes from, so the model hears what it was trained on and ``ground_truth`` (DCASE rows: frame,
+    class, source, azimuth, elevation, distance; ``classes`` names the class indices) says what it
+    should find. ``classes`` (a model's class names) restricts the events to those, in that order.
+    With ``realtime`` each chunk is released when a device would have captured it.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        profile: ArrayProfile,
+        model_rate: int,
+        chunk_ms: float = 100.0,
+        realtime: bool = True,
+        classes: list[str] | None = None,
+    ):
+        from edgeaudio.scenes import SceneConfig, render_scene
+
+        settings = parse_sim_spec(spec)
+        seconds, seed = settings.get("seconds", 10.0), settings.get("seed", 0)
+        super().__init__(model_rate, profile.num_mics, f"simulated {profile.name}, seed {seed}, {seconds:g} s")
+        self.realtime = realtime
+        config = SceneConfig(duration=seconds, sample_rate=model_rate, seed=seed)
+        with _event_library(settings.get("library"), model_rate, classes, self.notes) as library:
+            self._audio, self.ground_truth = render_scene(config, library, profile.positions_array(), seed)
+            self.classes = list(library.classes)
+        self.frame_hop = config.frame_hop
+        self._chunk = max(1, round(model_rate * chunk_ms / 1000))
+
+    def _chunks(self) -> Iterator[Chunk]:
+        start = time.monotonic()
+        for offset in range(0, self._audio.shape[1], self._chunk):
+            chunk = self._audio[:, offset : offset + self._chunk]
+            due = start + (offset + chunk.shape[1]) / self.sample_rate
+            if self.realtime:
+                time.sleep(max(0.0, due - time.monotonic()))
+            yield chunk, due if self.realtime else time.monotonic()
+
+
+def parse_sim_spec(spec: str) -> dict:
+    """``sim:seed=3,seconds=20`` -> {"seed": 3, "seconds": 20.0}; unknown keys are usage errors."""
+    body = spec[len("sim:") :] if spec.startswith("sim:") else spec
+    settings = {}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, _, value = (text.strip() for text in part.partition("="))
+        if key not in SIM_KEYS:
+            hint = f"known keys: {', '.join(SIM_KEYS)}"
+            raise UsageError(f"unknown key '{key}' in simulated input '{spec}'", hint=hint)
+        try:
+            settings[key] = SIM_KEYS[key](value)
+        except ValueError:
+            raise UsageError(
+                f"cannot read '{part}' in simulated input '{spec}'",
+                hint="write sim:seed=N,seconds=S[,library=PATH]",
+            ) from None
+    if settings.get("seconds", 1.0) <= 0:
+        raise UsageError(f"simulated input '{spec}' needs seconds > 0")
+    return settings
+
+
+@contextmanager
+def _event_library(
+    folder: str | None, rate: int, classes: list[str] | None, notes: list[str]
+) -> Iterator[EventLibrary]:
+    """The event library a scene draws from: the folder given, else the built-in recorded one if it
+    has been built (``edgeaudio train`` builds it into the cache), else procedural sounds.
+
+    Procedural clips are written to a temporary folder that lives only while the scene renders; a
+    note says so, since a model trained on recorded events hears them as unfamiliar sounds.
+    """
+    from edgeaudio.cache import cache_root
+    from edgeaudio.events import EventLibrary
+
+    builtin = cache_root() / "events" / "builtin"
+    if folder or (builtin / "SOURCES.json").is_file():
+        if not folder:
+            notes.append(f"scene events come from the built-in event library in {builtin}")
+        yield _restricted(EventLibrary.from_folder(folder or builtin, sample_rate=rate), classes, notes)
+        return
+    with tempfile.TemporaryDirectory(prefix="edgeaudio-sim-") as temp:
+        _write_procedural_library(Path(temp), rate)
+        library = EventLibrary.from_folder(temp, sample_rate=rate)
+        notes.append(
+            f"no event library given (sim:library=PATH) or built; the scene uses procedural sounds "
+            f"({', '.join(library.classes)}), not recorded ones"
+        )
+        yield library
+
+
+def _restricted(library: EventLibrary, classes: list[str] | None, notes: list[str]) -> EventLibrary:
+    """Only the model's classes, in its order, so ground-truth class indices are its output indices."""
+    from edgeaudio.events import EventLibrary
+
+    if not classes:
+        return library
+    missing = [c for c in classes if c not in library.classes]
+    if missing:
+        notes.append(f"the event library has no {', '.join(missing)}; the scene draws from all its classes")
+        return library
+    clips = [clip for label in classes for clip in library.clips(label)]
+    return EventLibrary(library.root, library.sample_rate, classes, clips)
+
+
+def _write_procedural_library(root: Path, rate: int, clips_per_class: int = 3) -> None:
+    """Four classes of synthetic events that differ in spectrum and envelope, a few clips each."""
+    sf = require("soundfile", "mic")
+    rng = np.random.default_rng(0)
+    makers: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+        "chirp": lambda t, k: np.sin(2 * np.pi * (300 + 1500 * k) * t * (1 + t)),
+        "clicks": lambda t, k: (np.sin(2 * np.pi * (6 + 3 * k) * t) > 0.98).astype(float),
+        "noise": lambda t, k: rng.standard_normal(t.size) * np.exp(-t * (2 + k)),
+        "tone": lambda t, k: sum(np.sin(2 * np.pi * (220 * (k + 1)) * h * t) / h for h in (1, 2, 3)) * np.exp(-3 * t),
+    }
+    for label, make in makers.items():
+        (root / label).mkdir()
+        for k in range(clips_per_class):
+            t = np.arange(round(rate * (0.5 + 0.25 * k))) / rate
+            clip = make(t, k)
+            sf.write(str(root / label / f"{label}{k}.wav"), 0.5 * clip / max(np.max(np.abs(clip)), 1e-9), rate)
+
+
+# --- choosing a source ---------------------------------------------------------------------------
+
+
+def open_source(
+    input_spec: str | None,
+    profile: ArrayProfile | str | None,
+    session: Session,
+    device_index: int | None = None,
+    chunk_ms: float = 100.0,
+    block_ms: float = 20.0,
+    realtime: bool = True,
+    log: Callable[[str], None] = lambda message: None,
+) -> Source:
+    """The source ``input_spec`` names: ``None``/``"mic"`` (live), ``"sim:..."``, or a file path.
+
+    ``profile`` is an ArrayProfile or a name (family names resolve to the connected variant); for
+    live and simulated input it defaults to the array the task was trained for, or the mono
+    profile for a mono task. Choices and changes to the audio are reported through ``log``.
+    """
+    task = session.task
+    if input_spec is not None and input_spec != "mic" and not input_spec.startswith("sim:"):
+        source = FileSource(input_spec, session.sample_rate, chunk_ms)
+        if source.channels != task.channels:
+            source.close()
+            raise AudioInputError(
+                f"{source.path.name} has {source.channels} channel(s) but task '{task.name}' expects {task.channels}",
+                hint="record with the array the model was trained for, or pick the matching bundle",
+            )
+    else:
+        array = _resolve_array(profile, task, log)
+        if input_spec is None or input_spec == "mic":
+            source = MicrophoneSource(array, session.sample_rate, task.channels, device_index, block_ms)
+        else:
+            _check_array_fits(array, task.channels)
+            classes = getattr(task, "classes", None)  # tasks that name their classes get scenes of them
+            source = SimulatedArraySource(input_spec, array, session.sample_rate, chunk_ms, realtime, classes)
+    for message in source.notes:
+        log(message)
+    log(f"input: {source.description}")
+    return source
+
+
+def _resolve_array(profile: ArrayProfile | str | None, task: Task, log: Callable[[str], None]) -> ArrayProfile:
+    """The array profile for live or simulated input, saying which one was chosen and why."""
+    from edgeaudio.profiles import get_array
+
+    if profile is not None and not isinstance(profile, str):
+        array = profile
+    else:
+        name = profile or task.array or ("mono" if task.channels == 1 else None)
+        if name is None:
+            raise UsageError(
+                f"task '{task.name}' takes {task.channels} channels and names no array",
+                hint="name the microphone array with --device (see `edgeaudio devices`)",
+            )
+        array, reason = get_array(name)
+        log(f"array: {reason}")
+    if task.array and array.name != task.array:
+        log(f"note: the model was trained for array {task.array}; directions are only right for that geometry")
+    return array
+
