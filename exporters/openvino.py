@@ -3,7 +3,10 @@ quantization that ignores the graph's ``keep_float`` scopes (DFT front end, phas
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -48,13 +51,15 @@ class OpenVinoTarget(ExportTarget):
             if not calibration:
                 raise ExportError(f"INT8 needs calibration data and task graph '{graph.name}' provided none")
             nncf = require("nncf", "openvino")
+            nncf.set_log_level(logging.WARNING)
             shared_core()  # exists before NNCF's own Core, so their lifetimes nest (see shared_core)
-            model = nncf.quantize(
-                model,
-                nncf.Dataset(list(calibration)),
-                subset_size=len(calibration),
-                ignored_scope=_ignored_scope(graph),
-            )
+            with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars would mix into results
+                model = nncf.quantize(
+                    model,
+                    nncf.Dataset(list(calibration)),
+                    subset_size=len(calibration),
+                    ignored_scope=_ignored_scope(graph),
+                )
         relative = f"openvino/{graph.name}.{precision}.xml"
         target = out_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,9 @@
 
 Which targets and precisions to build comes from the compute-target profile; what each target can
 build comes from the target itself. Every artifact that runs here is checked against torch on the
-task's example inputs; lower precisions are judged on the task's own metric and dropped, with a
-note, when they lose more than the task's gate allows.
+task's example inputs (against ONNX Runtime on the task's own file, for a graph the task brings as
+ONNX); lower precisions are judged on the task's own metric and dropped, with a note, when they
+lose more than the task's gate allows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from edgeaudio import registry
 from edgeaudio.backends.base import backends as registered_backends
 from edgeaudio.bundle import Bundle, pack_archive, sha256_file, write_manifest
-from edgeaudio.errors import ExportError, UsageError
+from edgeaudio.errors import ExportError, UsageError, require
 from edgeaudio.exporters.base import export_targets
 from edgeaudio.exporters.onnx import check_onnx_parity, compare_outputs, export_onnx, torch_outputs
 from edgeaudio.task import Graph, Task
@@ -216,12 +217,12 @@ def _provenance(task: Task, checkpoint: str | None) -> dict[str, Any]:
 
 
 def _check_artifact_parity(task: Task, bundle: Bundle, graphs: list[Graph], targets, parity, log: Log) -> None:
-    """Every artifact that runs here vs torch on the example inputs; fp32 must be within tolerance."""
+    """Every artifact that runs here vs the reference on the example inputs; fp32 must be within
+    tolerance. The reference is torch, or for a graph the task brought as ONNX (no torch module)
+    that ONNX file run by ONNX Runtime, so those graphs are checked across backends instead."""
     runnable = {t.backend for t in targets.values() if t.runs_here} | {"torch"}
     for graph in graphs:
-        if graph.module is None:
-            continue
-        reference = torch_outputs(graph, graph.example_inputs)
+        reference, source = _reference_outputs(graph)
         spec = bundle.graph(graph.name)
         for artifact in spec["artifacts"]:
             backend, precision = artifact["backend"], artifact["precision"]
@@ -232,9 +233,19 @@ def _check_artifact_parity(task: Task, bundle: Bundle, graphs: list[Graph], targ
             parity[graph.name][f"{backend}/{precision}"] = report
             bad = {n: r["max_abs"] for n, r in report.items() if not r["ok"]}
             if bad and precision == "fp32":
-                raise ExportError(f"{backend}/fp32 output differs from torch for '{graph.name}': {bad}")
+                raise ExportError(f"{backend}/fp32 output differs from {source} for '{graph.name}': {bad}")
             log(f"[{graph.name}] parity {backend}/{precision}: max |err| "
                 + ", ".join(f"{n}={r['max_abs']:.2e}" for n, r in report.items()))
+
+
+def _reference_outputs(graph: Graph) -> tuple[dict[str, np.ndarray], str]:
+    """The outputs artifacts must match on the example inputs, and what produced them."""
+    if graph.module is not None:
+        return torch_outputs(graph, graph.example_inputs), "torch"
+    ort = require("onnxruntime", "onnxruntime")
+    session = ort.InferenceSession(str(graph.onnx_path), providers=["CPUExecutionProvider"])
+    values = session.run(graph.output_names, {n: graph.example_inputs[n] for n in graph.input_names})
+    return dict(zip(graph.output_names, values)), "the task's ONNX in onnxruntime"
 
 
 def _apply_gate(task: Task, bundle: Bundle, targets, validation, notes: list[str], log: Log) -> dict[str, Any]:

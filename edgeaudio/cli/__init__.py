@@ -45,9 +45,10 @@ def cli(ctx: click.Context, debug: bool):
 
 
 def _attach_builtin_commands() -> None:
-    from edgeaudio.cli import bench_cmd, devices_cmd, doctor_cmd, eval_cmd, export_cmd, plugins_cmd, run_cmd, train_cmd
+    from edgeaudio.cli import (bench_cmd, devices_cmd, doctor_cmd, eval_cmd, export_cmd, new_plugin_cmd, plugins_cmd,
+                               run_cmd, train_cmd)
 
-    for module in (plugins_cmd, devices_cmd, doctor_cmd, train_cmd, export_cmd, bench_cmd, run_cmd, eval_cmd):
+    for module in (plugins_cmd, devices_cmd, doctor_cmd, train_cmd, export_cmd, bench_cmd, run_cmd, eval_cmd, new_plugin_cmd):
         cli.add_command(module.command)
 
 
