@@ -1,5 +1,9 @@
 """Default bundles: a task name on the command line means its shipped weights exported for this
-host, built once into the cache and reused (the key includes the weights' hash)."""
+host, built once into the cache and reused (the key includes the weights' hash).
+
+The default bundle is fp32 only: INT8 needs calibration data and the accuracy gate needs the
+task's validation set, which a task may have to synthesize first; that belongs to a deliberate
+``edgeaudio export``, not to the first ``edgeaudio run``."""
 
 from __future__ import annotations
 
@@ -25,11 +29,11 @@ def default_bundle(task_name: str, log: Callable[[str], None] = print) -> Path:
     if checkpoint is None:
         raise UsageError(f"task '{task_name}' ships no default weights", hint=f"train it first: edgeaudio train {task_name}")
     profile, _ = host_target()
-    key = f"{task_name}-{task.version}-{profile.name}-{sha256_file(checkpoint)[:12]}"
+    key = f"{task_name}-{task.version}-{profile.name}-fp32-{sha256_file(checkpoint)[:12]}"
     target = cache_root() / "default-bundles" / key
     if (target / MANIFEST).is_file():
         return target
-    log(f"exporting the shipped '{task_name}' model for {profile.name} (first run only) -> {target}")
-    plan, _ = plan_export(profile.name)
+    log(f"exporting the shipped '{task_name}' model for {profile.name} at fp32 (first run only) -> {target}")
+    plan, _ = plan_export(profile.name, precisions=["fp32"])
     export_task(task, plan, target, checkpoint=checkpoint, log=log)
     return target

@@ -1,0 +1,204 @@
+"""The SELD task: which sound, from where, when, for any microphone array that has a profile.
+
+One streaming graph takes raw array audio in 100 ms blocks and returns one multi-ACCDOA frame per
+block; features are computed inside it, so every backend runs the same maths. The model is tied to
+the array geometry it was trained for (``config["array"]``): the phase features encode it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec
+
+BLOCK = 1600  # 100 ms at 16 kHz: one DCASE label frame per graph block
+FRAME_SECONDS = 0.1
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+VALIDATION_SCENES = 12
+VALIDATION_SEED = 20240
+# Keys of the config that decide the network's shape and meaning; shipped weights fit a config
+# only when these agree with the ones they were trained with.
+MODEL_KEYS = ("array", "classes", "n_mels", "conv_channels", "freq_pools", "gru_hidden", "gru_layers")
+
+
+class SeldTask(Task):
+    name = "seld"
+    version = "1"
+    description = "sound event localization and detection for a mic array (streaming CRNN, multi-ACCDOA)"
+    sample_rate = 16000
+    gate = MetricGate("F20", max_drop=0.05, higher_is_better=True)
+
+    def __init__(self, config: Mapping[str, Any] | None = None):
+        super().__init__(config)
+        profile = self.array_profile()
+        self.array = profile.name
+        self.channels = profile.num_mics
+
+    def default_config(self) -> dict[str, Any]:
+        from edgeaudio.plugins.seld.train import builtin_classes
+
+        return {
+            "array": "respeaker-4mic",
+            "classes": builtin_classes(),
+            "n_mels": 64,
+            "conv_channels": [32, 64, 64],
+            "freq_pools": [4, 4, 2],
+            "gru_hidden": 128,
+            "gru_layers": 2,
+        }
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+    def array_profile(self):
+        from edgeaudio.profiles import get_array
+
+        return get_array(self.config["array"], live_devices=[])[0]
+
+    # -- model ---------------------------------------------------------------------------------
+    def build_model(self):
+        import torch
+
+        from edgeaudio.plugins.seld.model import SeldNet
+
+        c = self.config
+        with torch.random.fork_rng():  # the same initial weights every time, without reseeding the caller
+            torch.manual_seed(0)
+            return SeldNet(
+                self.array_profile().positions,
+                len(self.classes),
+                sample_rate=self.sample_rate,
+                block=BLOCK,
+                n_mels=c["n_mels"],
+                conv_channels=c["conv_channels"],
+                freq_pools=c["freq_pools"],
+                gru_hidden=c["gru_hidden"],
+                gru_layers=c["gru_layers"],
+            )
+
+    def default_checkpoint(self) -> str | None:
+        """The shipped weights for the configured array, when they were trained with this config."""
+        weights = WEIGHTS_DIR / f"seld-{self.array}.safetensors"
+        sidecar = weights.with_suffix(".json")
+        if not (weights.is_file() and sidecar.is_file()):
+            return None
+        trained = json.loads(sidecar.read_text())["config"]
+        if any(trained.get(key) != self.config.get(key) for key in MODEL_KEYS):
+            return None
+        return str(weights)
+
+    def graphs(self, model) -> list[Graph]:
+        rng = np.random.default_rng(0)
+        state = [s.numpy() for s in model.initial_state(1)]
+        names = ["tail", "hidden"] + [f"cache{i}" for i in range(len(state) - 2)]
+        shapes = [("batch", *s.shape[1:]) for s in state]
+        shapes[1] = (state[1].shape[0], "batch", state[1].shape[2])  # GRU state is [layers, batch, hidden]
+        example = {"audio": (0.1 * rng.standard_normal((1, self.channels, 3 * BLOCK))).astype(np.float32)}
+        example.update({n: rng.uniform(-0.5, 0.5, s.shape).astype(np.float32) for n, s in zip(names, state)})
+        outputs = 3 * 3 * len(self.classes)
+        return [
+            Graph(
+                name="seld",
+                module=model,
+                inputs=[TensorSpec("audio", ("batch", self.channels, "samples"))]
+                + [TensorSpec(n, s) for n, s in zip(names, shapes)],
+                outputs=[TensorSpec("accdoa", ("batch", "frames", outputs))]
+                + [TensorSpec(f"{n}_out", s) for n, s in zip(names, shapes)],
+                example_inputs=example,
+                state=[StatePair(n, f"{n}_out") for n in names],
+                streaming=Streaming("audio", block=BLOCK, time_axes={"accdoa": 1}, frames_per_block=1),
+                atol=1e-4,
+                # the DFT, log and phase maths, and the normalisation of their very unequal ranges
+                keep_float=["/frontend/", "/input_norm/"],
+            )
+        ]
+
+    # -- data and metrics ------------------------------------------------------------------------
+    def validation_set(self) -> list[tuple[np.ndarray, dict]]:
+        """A fixed set of 10 s scenes for this array from the built-in library's held-out clips.
+
+        Synthesized once (seeded) into the cache; ``(audio [mics, samples], label set)`` pairs.
+        """
+        from edgeaudio.cache import cache_root
+        from edgeaudio.plugins.seld.data import read_folder
+        from edgeaudio.plugins.seld.train import heldout_library, scene_config, synthesize
+
+        library = heldout_library(self.classes)
+        config = scene_config(VALIDATION_SEED)
+        key = hashlib.sha256(json.dumps([self.array, self.classes, repr(config), str(library.root)]).encode()).hexdigest()[:12]
+        folder = cache_root() / "seld" / f"validation-{self.array}-{key}"
+        synthesize(folder, config, library, self.array_profile().positions, VALIDATION_SCENES, progress=False)
+        recordings, _ = read_folder(folder, self.sample_rate)
+        return [(r.audio, r.label_set()) for r in recordings]
+
+    def calibration_data(self, count: int = 32) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """3 s excerpts of the validation scenes from zero state, as the graph sees a stream start."""
+        model = self.build_model()
+        zeros = dict(zip(self.graphs(model)[0].input_names[1:], (s.numpy() for s in model.initial_state(1))))
+        scenes = self.validation_set()
+        length = 30 * BLOCK
+        for i in range(count):
+            audio, _ = scenes[i % len(scenes)]
+            start = min((i // len(scenes)) * length, audio.shape[1] - length)  # a later excerpt per round
+            yield {"seld": {"audio": np.ascontiguousarray(audio[None, :, start : start + length]), **zeros}}
+
+    def evaluate(self, runner, dataset) -> dict[str, float]:
+        """DCASE 2022/23 metrics over the whole set (1 s segments) and their frame-based variants."""
+        graph = runner.streaming_graph()
+        return seld_scores([(graph.run_offline(audio)["accdoa"][0], labels) for audio, labels in dataset], len(self.classes))
+
+    # -- running -------------------------------------------------------------------------------
+    def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0) -> list[dict[str, Any]]:
+        """Per 100 ms frame: the active events with class name, direction in degrees (DCASE
+        convention) and confidence, the length of the event's ACCDOA vector (capped at 1)."""
+        from edgeaudio.plugins.seld.metrics import accdoa_to_labels
+
+        accdoa = np.asarray(outputs["accdoa"])[0]
+        classes = self.classes
+        vectors = accdoa.reshape(len(accdoa), 3, 3, len(classes))
+        labels = accdoa_to_labels(accdoa, len(classes))
+        frames = []
+        for i in range(len(accdoa)):
+            events = [
+                {
+                    "class": classes[cls],
+                    "azimuth": round(az, 1),
+                    "elevation": round(el, 1),
+                    "confidence": round(min(1.0, float(np.linalg.norm(vectors[i, track, :, cls]))), 3),
+                }
+                for cls, az, el, track in labels.get(i, [])
+            ]
+            frame = start_frame + i
+            frames.append({"frame": frame, "time_s": round(frame * FRAME_SECONDS, 3), "events": events})
+        return frames
+
+    def train(self, out_dir: str, **options: Any) -> dict[str, Any]:
+        """Synthesize scenes for an array, train, and write weights + sidecar (see train.py)."""
+        from edgeaudio.plugins.seld.train import train_seld
+
+        return train_seld(self, out_dir, **options)
+
+
+def seld_scores(items: list[tuple[np.ndarray, dict]], num_classes: int) -> dict[str, float]:
+    """Segment-based ER20/F20/LE/LR/SELD plus ``*_frame`` ones over (accdoa, label set) pairs.
+
+    Counts add up over recordings before ratios are taken, as DCASE scores a whole split.
+    """
+    from edgeaudio.plugins.seld.metrics import SeldEvaluator, accdoa_to_labels
+
+    segments, frames = SeldEvaluator(num_classes), SeldEvaluator(num_classes, segment_based=False)
+    for accdoa, labels in items:
+        predicted = accdoa_to_labels(accdoa, num_classes)
+        segments.update(predicted, labels)
+        frames.update(predicted, labels)
+    scores = {}
+    for suffix, evaluator in (("", segments), ("_frame", frames)):
+        s = evaluator.scores()
+        scores.update({f"ER20{suffix}": s["ER"], f"F20{suffix}": s["F"], f"LE{suffix}": s["LE"], f"LR{suffix}": s["LR"], f"SELD{suffix}": s["SELD"]})
+    return scores

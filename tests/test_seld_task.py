@@ -1,0 +1,219 @@
+"""The SELD task plugin: in-graph features, streaming parity through export, ADPIT, decode, training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+sf = pytest.importorskip("soundfile")
+
+import edgeaudio  # noqa: E402
+from edgeaudio.profiles import get_array  # noqa: E402
+from edgeaudio.scenes.metadata import EventRow  # noqa: E402
+
+TINY = {
+    "classes": ["noise", "tone"],
+    "n_mels": 16,
+    "conv_channels": [4, 8, 8],
+    "freq_pools": [2, 2, 2],
+    "gru_hidden": 16,
+    "gru_layers": 1,
+}
+BLOCK = 1600
+
+
+@pytest.fixture(scope="module")
+def seld_plugin():
+    """The plugin as the entry point loads it; registered here when this install predates it."""
+    import edgeaudio.plugins.seld as plugin
+    from edgeaudio import registry
+
+    added = registry.get_plugin_manager().get_plugin("seld") is None
+    if added:
+        registry.register(plugin, "seld")
+    yield plugin
+    if added:
+        registry.unregister("seld")
+
+
+@pytest.fixture(scope="module")
+def tiny_task(seld_plugin):
+    from edgeaudio.tasks import get_task
+
+    return get_task("seld", TINY)
+
+
+def _noise(seed: int, blocks: int, channels: int = 4) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((channels, blocks * BLOCK))).astype(np.float32)
+
+
+def test_default_model_is_small_and_fits_the_array(seld_plugin):
+    from edgeaudio.plugins.seld.task import SeldTask
+
+    task = SeldTask()
+    model = task.build_model()
+    assert sum(p.numel() for p in model.parameters()) <= 1_000_000
+    assert task.channels == get_array("respeaker-4mic", live_devices=[])[0].num_mics == 4
+    assert SeldTask({"array": "respeaker-6mic"}).channels == 6
+
+
+def test_shipped_weights_only_serve_the_config_they_were_trained_with(seld_plugin, tiny_task):
+    from edgeaudio.plugins.seld.task import SeldTask
+
+    assert tiny_task.default_checkpoint() is None
+    shipped = SeldTask().default_checkpoint()
+    if shipped is None:
+        pytest.skip("no shipped weights for respeaker-4mic in plugins/seld/weights")
+    sidecar = json.loads(Path(shipped).with_suffix(".json").read_text())
+    assert {"command", "seed", "data", "metrics", "classes", "config"} <= set(sidecar)
+    assert Path(shipped).stat().st_size < 10e6
+    SeldTask().load_model()  # strict: every tensor present with its shape
+
+
+def test_phase_features_point_at_the_source(tiny_task):
+    """A plane wave from the left (+y): each mic's feature is its offset from mic 0 along +y,
+    divided by the largest offset, whatever the array (here ReSpeaker 4-mic: +0.5, 0, -0.5)."""
+    from edgeaudio.plugins.seld.model import SPEED_OF_SOUND, Frontend
+
+    positions = np.asarray(get_array("respeaker-4mic", live_devices=[])[0].positions)
+    frontend = Frontend(positions, 16000, n_fft=512, hop=320, n_mels=64)
+    n = 16000
+    spectrum = np.fft.rfft(np.random.default_rng(0).standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / 16000)
+    advance = positions @ np.array([0.0, 1.0, 0.0]) / SPEED_OF_SOUND
+    audio = np.stack([np.fft.irfft(spectrum * np.exp(2j * np.pi * freqs * t), n) for t in advance]).astype(np.float32)
+    features, _ = frontend(torch.from_numpy(audio[None]), torch.zeros(1, 4, frontend.tail))
+    bands = frontend.phase_pool.abs().sum(dim=0) > 0
+    measured = features[0, 4:, 5:, bands].mean(dim=(1, 2)).numpy()
+    reach = np.linalg.norm(positions - positions[0], axis=1).max()
+    expected = (positions[1:] - positions[0]) @ np.array([0.0, 1.0, 0.0]) / reach
+    np.testing.assert_allclose(measured, expected, atol=0.05)
+
+
+def test_stream_of_blocks_equals_one_offline_call_in_torch(tiny_task):
+    model = tiny_task.build_model().eval()
+    audio = torch.from_numpy(_noise(1, 9)[None])
+    with torch.no_grad():
+        offline = model.offline(audio)
+        state, parts = model.initial_state(1), []
+        for start, stop in [(0, 1), (1, 4), (4, 5), (5, 9)]:
+            out, *state = model(audio[:, :, start * BLOCK : stop * BLOCK], *state)
+            parts.append(out)
+    assert offline.shape == (1, 9, 3 * 3 * 2)
+    assert torch.max(torch.abs(torch.cat(parts, dim=1) - offline)) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_task, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("seld-bundle") / "seld-x86-cpu"
+    edgeaudio.export("seld", target="x86-cpu", precisions=["fp32"], config=TINY, output=out, log=lambda m: None)
+    return out
+
+
+def test_export_checks_onnx_and_every_backend_against_torch(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["audio"] == {
+        "sample_rate": 16000,
+        "channels": 4,
+        "array": {"name": "respeaker-4mic", "positions": [list(p) for p in get_array("respeaker-4mic", live_devices=[])[0].positions]},
+    }
+    parity = manifest["reports"]["parity"]["seld"]
+    for name in ("onnx/fp32", "onnxruntime/fp32", "openvino/fp32"):
+        assert all(report["ok"] for report in parity[name].values()), name
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
+def test_stream_equals_session_on_every_backend(tiny_bundle, backend):
+    session = edgeaudio.load(tiny_bundle, backend=backend, precision="fp32")
+    audio = _noise(2, 12)[:, :-777]
+    offline = session.process_raw(audio, 16000)["accdoa"]
+    stream = session.stream()
+    results = []
+    for offset in range(0, audio.shape[1], 2345):
+        results.extend(stream.accept(audio[:, offset : offset + 2345]))
+    results.extend(stream.flush())
+    streamed = stream.outputs()["accdoa"]
+    assert streamed.shape == offline.shape == (1, 12, 18)
+    assert np.max(np.abs(streamed - offline)) < 1e-5
+    assert [frame["frame"] for result in results for frame in result] == list(range(12))
+
+
+def test_decode_gives_named_events_with_directions(tiny_task):
+    accdoa = np.zeros((1, 3, 3 * 3 * 2), np.float32)
+    tone, classes = 1, 2
+    direction = 0.9 * np.array([np.cos(np.radians(30)), np.sin(np.radians(30)), 0.0])
+    for axis in range(3):  # track 0 and a duplicate on track 2, which decoding merges
+        accdoa[0, 1, 0 * 3 * classes + axis * classes + tone] = direction[axis]
+        accdoa[0, 1, 2 * 3 * classes + axis * classes + tone] = direction[axis]
+    frames = tiny_task.decode({"accdoa": accdoa}, start_frame=10)
+    assert [f["frame"] for f in frames] == [10, 11, 12]
+    assert [f["time_s"] for f in frames] == [1.0, 1.1, 1.2]
+    assert frames[0]["events"] == [] and frames[2]["events"] == []
+    assert frames[1]["events"] == [{"class": "tone", "azimuth": 30.0, "elevation": 0.0, "confidence": 0.9}]
+    json.dumps(frames)
+
+
+def test_adpit_accepts_any_track_order_of_same_class_sources():
+    from edgeaudio.plugins.seld.data import adpit_loss, adpit_targets, unit_vectors
+
+    rows = [EventRow(0, 1, 0, 90, 0), EventRow(0, 1, 1, -90, 0), EventRow(0, 0, 2, 0, 20)]
+    target = torch.from_numpy(adpit_targets(rows, 1, 2))[None]
+    left, right, front = (torch.from_numpy(unit_vectors(az, el)).float() for az, el in [(90, 0), (-90, 0), (0, 20)])
+    output = torch.zeros(1, 1, 3, 3, 2)
+    output[0, 0, :, :, 0] = front  # one source: every track carries it
+    for track, vector in enumerate([right, left, right]):  # two sources: any split over the tracks
+        output[0, 0, track, :, 1] = vector
+    assert adpit_loss(output.reshape(1, 1, -1), target) < 1e-12
+    output[0, 0, 1, :, 1] = right  # both sources' tracks pointing right: the left one is missed
+    assert adpit_loss(output.reshape(1, 1, -1), target) > 0.01
+
+
+def test_square_array_augmentation_rotates_audio_and_labels_together():
+    from edgeaudio.plugins.seld.data import array_symmetries
+
+    positions = np.asarray(get_array("respeaker-4mic", live_devices=[])[0].positions)
+    symmetries = array_symmetries(positions)
+    assert len(symmetries) == 8  # the square's rotations and mirror images
+    for permutation, matrix in symmetries:
+        np.testing.assert_allclose(positions @ matrix.T, positions[permutation], atol=1e-9)
+        assert matrix[2, 2] == 1.0  # never flips up and down
+
+
+def _procedural_library(root: Path) -> Path:
+    """Two classes of short clips, two recordings each, so the split by recording has a test half."""
+    rng = np.random.default_rng(0)
+    for rec in range(2):
+        for part in range(3):
+            n = int(rng.uniform(0.5, 1.5) * 16000)
+            burst = 0.3 * rng.standard_normal(n)
+            tone = 0.3 * np.sin(2 * np.pi * (400 + 300 * rec + 50 * part) * np.arange(n) / 16000)
+            for label, clip in (("noise", burst), ("tone", tone)):
+                path = root / label / f"rec{rec}__{part}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(path), clip.astype(np.float32), 16000)
+    return root
+
+
+@pytest.mark.slow
+def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
+    library = _procedural_library(tmp_path / "library")
+    options = dict(hours=20 / 3600, test_scenes=2, epochs=1, batch_size=2, library=str(library), workers=1, progress=False)
+    result = tiny_task.train(str(tmp_path / "run"), log=lambda m: None, **options)
+    weights = tmp_path / "run" / "seld-respeaker-4mic.safetensors"
+    assert result["weights"] == str(weights)
+    sidecar = json.loads(weights.with_suffix(".json").read_text())
+    assert sidecar["metrics"]["heldout"] == result["metrics"]
+    assert sidecar["classes"] == ["noise", "tone"] and sidecar["seed"] == 0
+    assert sidecar["command"].startswith("edgeaudio train seld -o ") and "--epochs 1" in sidecar["command"]
+    assert sidecar["data"]["train_scenes"] == 2 and sidecar["data"]["test_scenes"] == 2
+    assert {"ER20", "F20", "LE", "LR", "SELD", "F20_frame"} <= set(sidecar["metrics"]["heldout"])
+    assert len(sidecar["training"]["history"]) == 1
+    from edgeaudio.plugins.seld.task import SeldTask
+
+    SeldTask(sidecar["config"]).load_model(str(weights))
+    again = tiny_task.train(str(tmp_path / "run"), log=lambda m: None, **options)  # resumes: nothing left to do
+    assert again["metrics"] == result["metrics"]
