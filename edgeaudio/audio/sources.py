@@ -32,6 +32,7 @@ Chunk = tuple[np.ndarray, float]
 POLL_S = 0.1  # how often a waiting consumer looks for a lost device
 STARTUP_TIMEOUT_S = 5.0  # PulseAudio can take ~2 s to deliver the first block of an idle sink
 STALL_TIMEOUT_S = 2.0  # a running device that sends nothing for this long is gone
+CLOSE_TIMEOUT_S = 3.0  # PortAudio may never return from closing a stream whose device is gone
 SIM_KEYS = {"seed": int, "seconds": float, "library": str}
 _LOST_HINT = "check the cable, the driver or the sound server (`edgeaudio devices --live`), then run again"
 
@@ -267,8 +268,16 @@ class MicrophoneSource(Source):
         )
 
     def close(self) -> None:
+        """Close the PortAudio stream without letting a dead device hang the caller.
+
+        After the sound server or the USB device has gone away, PortAudio's close can block
+        forever waiting for the host API; it then runs on a daemon thread that is abandoned after
+        ``CLOSE_TIMEOUT_S`` so every result is still flushed and the program can exit.
+        """
         self._closing = True
-        self._stream.close(ignore_errors=True)
+        closer = threading.Thread(target=self._stream.close, kwargs={"ignore_errors": True}, daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
 
 
 def _check_array_fits(profile: ArrayProfile, model_channels: int) -> None:
