@@ -22,6 +22,7 @@ from edgeaudio.tasks import get_task
 
 FALLBACK_ORDER = ("openvino", "onnxruntime", "tensorrt", "torch")
 PRECISION_ORDER = ("int8", "fp16", "fp32")
+DEFAULT_WINDOW_S = 5.0  # window of a WindowedStream when the caller names none
 BATCH_AXIS = "batch"  # the dynamic axis of that name is the batch axis, wherever it sits
 
 
@@ -138,8 +139,17 @@ class Session:
         """Decoded results for a whole clip shaped [channels, samples] (or [samples] when mono)."""
         return self.task.decode(self.process_raw(audio, sample_rate))
 
-    def stream(self) -> "Stream":
-        return Stream(self)
+    @property
+    def streaming(self) -> bool:
+        """Whether the bundle has a streaming graph (stateful, chunk by chunk)."""
+        return any(spec.get("streaming") for spec in self.bundle.manifest["graphs"])
+
+    def stream(self, every: float | None = None) -> "Stream | WindowedStream":
+        """A Stream for streaming tasks; for the others (captioning) a WindowedStream that runs
+        the whole-clip pipeline on every ``every`` seconds (default 5) of audio."""
+        if self.streaming:
+            return Stream(self)
+        return WindowedStream(self, every or DEFAULT_WINDOW_S)
 
 
 @dataclass
@@ -198,6 +208,58 @@ class Stream:
     def outputs(self) -> dict[str, np.ndarray]:
         axes = self.graph.streaming.time_axes
         return {name: np.concatenate(parts, axis=axes.get(name, 1)) for name, parts in self._frames.items()}
+
+    def real_time_factor(self) -> float:
+        seconds = self.samples_in / self.session.task.sample_rate
+        return self.compute_seconds / seconds if seconds else 0.0
+
+
+@dataclass
+class WindowedStream:
+    """Live use of a task without a streaming graph: one whole-clip result per window.
+
+    ``accept`` buffers audio and, for every full window of ``every`` seconds, runs
+    ``Task.process`` and returns ``{"start_s", "end_s", **result}``; ``flush`` runs the remainder.
+    Same interface as Stream, so the live loop, sinks and stats work unchanged.
+    """
+
+    session: Session
+    every: float = DEFAULT_WINDOW_S
+    samples_in: int = 0
+    compute_seconds: float = 0.0
+
+    def __post_init__(self):
+        if self.every <= 0:
+            raise UsageError(f"the window must be positive, got {self.every} s")
+        self.block = max(1, int(round(self.every * self.session.task.sample_rate)))
+        self._buffer = np.zeros((self.session.task.channels, 0), dtype=np.float32)
+        self._start = 0
+
+    def accept(self, chunk: np.ndarray, sample_rate: int | None = None) -> list[Any]:
+        task = self.session.task
+        chunk = task.prepare_audio(chunk, task.sample_rate if sample_rate is None else sample_rate)
+        self.samples_in += chunk.shape[1]
+        self._buffer = np.concatenate([self._buffer, chunk], axis=1)
+        results = []
+        while self._buffer.shape[1] >= self.block:
+            window, self._buffer = self._buffer[:, : self.block], self._buffer[:, self.block :]
+            results.append(self._run(window))
+        return results
+
+    def flush(self) -> list[Any]:
+        if self._buffer.shape[1] == 0:
+            return []
+        window, self._buffer = self._buffer, self._buffer[:, :0]
+        return [self._run(window)]
+
+    def _run(self, window: np.ndarray) -> dict[str, Any]:
+        task, rate = self.session.task, self.session.task.sample_rate
+        started = time.perf_counter()
+        result = task.decode(task.process(self.session.runner, window))
+        self.compute_seconds += time.perf_counter() - started
+        span = {"start_s": round(self._start / rate, 3), "end_s": round((self._start + window.shape[1]) / rate, 3)}
+        self._start += window.shape[1]
+        return {**span, **result} if isinstance(result, dict) else {**span, "result": result}
 
     def real_time_factor(self) -> float:
         seconds = self.samples_in / self.session.task.sample_rate

@@ -273,7 +273,7 @@ class Conformance:
         }
         for what, (bad, bad_rate) in cases.items():
             _require_refused(f"Session.process with {what}", session.process, bad, bad_rate)
-            _require_refused(f"Stream.accept with {what}", session.stream().accept, bad, bad_rate)
+            _require_refused(f"{type(session.stream()).__name__}.accept with {what}", session.stream().accept, bad, bad_rate)
         return "; ".join(cases)
 
     def _check_decode_schema(self, task: Task) -> str:

@@ -39,9 +39,11 @@ def _resolve_bundle(name: str, backend: str) -> str:
 @click.option("--precision", default="auto", show_default=True)
 @click.option("--stream/--offline", default=True, show_default=True, help="Process chunk by chunk (as live) or a whole file at once.")
 @click.option("--chunk-ms", default=100.0, show_default=True, help="Chunk length for files and simulated input.")
+@click.option("--every", type=click.FloatRange(min=0, min_open=True),
+              help="For tasks without a streaming graph (caption): one result per this many seconds [default: 5].")
 def command(
     task_or_bundle, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend, precision,
-    stream, chunk_ms,
+    stream, chunk_ms, every,
 ):  # fmt: skip
     """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array."""
     from edgeaudio.runtime import load
@@ -50,7 +52,7 @@ def command(
     note(f"backend: {session.reason}")
     open_sinks = partial(_open_sinks, session.task, output, udp, speaker)  # opened once the input is
     if stream:
-        summary = _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms)
+        summary = _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every)
     else:
         summary = _run_offline(session, input_spec, open_sinks)
     _report(summary, stats, as_json)
@@ -73,7 +75,7 @@ def _open_sinks(task, output: str | None, udp: str | None, speaker: bool) -> lis
     return sinks or [JsonLinesSink()]
 
 
-def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms) -> dict:
+def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every=None) -> dict:
     from edgeaudio.audio.live import run_live
     from edgeaudio.audio.sources import open_source
 
@@ -85,7 +87,7 @@ def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, c
         raise
     if source.realtime:
         note("running live; Ctrl-C stops")
-    summary = run_live(source, session.stream(), sinks, seconds=seconds, log=note)
+    summary = run_live(source, session.stream(every), sinks, seconds=seconds, log=note)
     _note_sinks(sinks)
     note(f"real-time factor {summary['rtf']:.4f} on {summary['audio_seconds']:.1f} s")
     return summary

@@ -1,0 +1,75 @@
+"""Greedy and beam search over a decoder-step function, shared by the runtime (any backend) and
+the trainer's validation (torch), so a caption is produced the same way everywhere.
+
+``step(tokens [B, 1] int64, position int, cache) -> (log_probs [B, vocab] float, cache)``; the
+cache is a dict of arrays with the batch (hypothesis) on axis 1, which beam search reorders.
+Ties are broken towards the lower token id and the earlier hypothesis (stable sorts), so equal
+log-probabilities from two backends give equal captions.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Step = Callable[[np.ndarray, int, dict], tuple[np.ndarray, dict]]
+
+
+def greedy(step: Step, cache: dict, batch: int, bos: int, eos: int, max_tokens: int) -> list[list[int]]:
+    """The most likely next word, ``batch`` sequences at once; each ends at its ``<eos>``."""
+    tokens = np.full((batch, 1), bos, np.int64)
+    out = [[] for _ in range(batch)]
+    done = np.zeros(batch, bool)
+    for position in range(max_tokens - 1):
+        log_probs, cache = step(tokens, position, cache)
+        tokens = np.argmax(log_probs, axis=1).astype(np.int64)[:, None]
+        for i in np.flatnonzero(~done):
+            if tokens[i, 0] == eos:
+                done[i] = True
+            else:
+                out[i].append(int(tokens[i, 0]))
+        if done.all():
+            break
+    return out
+
+
+def beam_search(step: Step, cache: dict, beam: int, bos: int, eos: int, max_tokens: int, length_penalty: float = 1.0) -> list[int]:
+    """Best sequence among ``beam`` hypotheses run as one batch (the caller repeats the memory
+    ``beam`` times). Finished hypotheses are ranked by total log-prob / length ** penalty."""
+    tokens = np.full((beam, 1), bos, np.int64)
+    scores = np.full(beam, -np.inf)
+    scores[0] = 0.0  # all hypotheses start identical: expand only the first
+    history = [[] for _ in range(beam)]
+    finished: list[tuple[float, list[int]]] = []
+    for position in range(max_tokens - 1):
+        log_probs, cache = step(tokens, position, cache)
+        vocab = log_probs.shape[1]
+        total = (scores[:, None] + log_probs.astype(np.float64)).ravel()
+        order = np.argsort(-total, kind="stable")[: 2 * beam]
+        parents, words, alive = [], [], []
+        for flat in order:
+            parent, word = divmod(int(flat), vocab)
+            if not np.isfinite(total[flat]):
+                break
+            if word == eos:
+                length = len(history[parent]) + 1
+                finished.append((float(total[flat]) / length**length_penalty, history[parent]))
+            elif len(alive) < beam:
+                parents.append(parent)
+                words.append(word)
+                alive.append(float(total[flat]))
+        if len(finished) >= beam or not alive:
+            break
+        while len(alive) < beam:  # keep the batch shape fixed: pad with dead copies
+            parents.append(parents[0])
+            words.append(words[0])
+            alive.append(-np.inf)
+        index = np.asarray(parents)
+        cache = {name: value[:, index] for name, value in cache.items()}
+        history = [history[p] + [w] for p, w in zip(parents, words)]
+        tokens = np.asarray(words, np.int64)[:, None]
+        scores = np.asarray(alive)
+    else:
+        finished += [(float(s) / max(1, len(h)) ** length_penalty, h) for s, h in zip(scores, history) if np.isfinite(s)]
+    return max(finished, key=lambda item: item[0])[1] if finished else []

@@ -1,0 +1,286 @@
+"""``edgeaudio train caption``: compose captioned clips, train with the shared loop, ship weights.
+
+The recipe: split the event library by recording (held-out recordings never reach training),
+compose ``clips`` 10 s training clips from the training half (each event replayed at a random
+speed and spectral tilt) and ``test_clips`` from the held-out
+half, build the vocabulary from the training captions, compute the log-mel features once (the
+front end has no weights, so recomputing them every epoch would only burn CPU), and train the
+encoder and decoder under :func:`edgeaudio.training.fit` with teacher forcing, a fresh reference
+caption drawn per clip and epoch, and SpecAugment-style masks. The best epoch by held-out CIDEr-D
+is written as ``caption.safetensors`` with ``caption.vocab.json`` and a ``caption.json`` sidecar
+(command, seed, data, config, metrics). Running the same command again resumes.
+
+``captions_csv`` trains on real captioned audio instead (Clotho or AudioCaps layout).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeaudio.errors import UsageError
+from edgeaudio.events import EventLibrary
+
+TEST_FRACTION = 0.2
+SLICE = 250  # training clips composed at once
+
+
+def open_library(path: str | Path | None = None, held_out: bool | None = None) -> EventLibrary:
+    """The event library at 16 kHz (default: the built-in one, built into the cache on first use);
+    ``held_out`` True/False picks the test/train half of the seed-0 split by recording."""
+    from edgeaudio.cache import cache_root
+    from edgeaudio.events.build_library import build
+
+    if path is None:
+        path = cache_root() / "events" / "builtin"
+        if not (path / "SOURCES.json").is_file():
+            build(path)
+    library = EventLibrary.from_folder(path, sample_rate=16000)
+    if held_out is None:
+        return library
+    train, test = library.split(TEST_FRACTION, seed=0)
+    return test if held_out else train
+
+
+def library_packages(root: Path) -> dict[str, Any]:
+    """Package, version and licences of the recordings the library was cut from (its
+    SOURCES.json), so shipped weights say what they were derived from."""
+    sources = Path(root) / "SOURCES.json"
+    return json.loads(sources.read_text()).get("packages", {}) if sources.is_file() else {}
+
+
+def train_caption(
+    task,
+    out_dir: str | Path,
+    clips: int = 3000,
+    test_clips: int = 100,
+    epochs: int = 40,
+    seed: int = 0,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    library: str | None = None,
+    captions_csv: str | None = None,
+    captions_format: str = "clotho",
+    audio_dir: str | None = None,
+    threads: int | None = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and write ``caption.safetensors`` + vocab + sidecar under ``out_dir``; returns the
+    sidecar. ``threads``: torch threads (1 is fastest on a machine shared with other jobs)."""
+    import torch
+
+    from edgeaudio.plugins.caption.data import synthesize_set
+    from edgeaudio.plugins.caption.tokenizer import Vocabulary
+    from edgeaudio.training import TrainConfig, fit, seed_everything
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    out = Path(out_dir)
+    command = dict(clips=clips, test_clips=test_clips, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
+                   library=library, captions_csv=captions_csv, audio_dir=audio_dir)  # fmt: skip
+    if captions_csv:
+        command["captions_format"] = captions_format
+    frontend = _frontend(task)
+    if captions_csv:
+        train_set, test_set, data = _real_data(captions_csv, captions_format, audio_dir, test_clips, seed)
+        features, captions = _features(frontend, train_set), [clip.captions for clip in train_set]
+    else:
+        log(f"composing {clips} training clips (augmented) and {test_clips} held-out clips from the event library")
+        train_library = open_library(library, held_out=False)
+        features, captions = [], []
+        for first in range(0, clips, SLICE):  # a slice at a time: only the features stay in memory
+            part = synthesize_set(train_library, min(SLICE, clips - first), seed, augment=True, first=first)
+            features.append(_features(frontend, part))
+            captions += [clip.captions for clip in part]
+        features = torch.cat(features)
+        test_set = synthesize_set(open_library(library, held_out=True), test_clips, seed + 1)
+        data = {"library": str(library or "builtin"), "train_clips": clips, "test_clips": test_clips, "clip_seconds": 10.0,
+                "augment": "speed 0.8-1.25x, spectral tilt, SpecAugment masks",
+                "library_packages": library_packages(train_library.root)}  # fmt: skip
+    vocab = Vocabulary.build(c for refs in captions for c in refs)
+    task.config.update(vocab=vocab.words, seed=seed)
+    seed_everything(seed)
+    model = task.build_model()
+    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(vocab)} words")
+    test_features = _features(frontend, test_set)
+    dataset = CaptionDataset(features, captions, vocab, task.config["max_tokens"], task.config["tags"])
+
+    def loss_fn(net, batch):
+        feats, tokens, tags = batch
+        logits, tag_logits = net(_spec_augment(feats), tokens[:, :-1])
+        words = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=vocab.pad, label_smoothing=0.1
+        )
+        tagging = torch.nn.functional.binary_cross_entropy_with_logits(tag_logits, tags)
+        return words + tagging, {"words": words.detach(), "tagging": tagging.detach()}
+
+    def val_fn(net):
+        captions = greedy_captions(net, test_features, vocab, task.config["max_tokens"])
+        return _scores(captions, test_set)
+
+    config = TrainConfig(out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed, grad_clip=1.0,
+                         best_metric="val_cider_d", best_mode="max", progress=progress, device="cpu")  # fmt: skip
+    factory, on_epoch_end = _cosine_schedule(config, epochs)
+    result = fit(model, dataset, loss_fn, config, val_fn=val_fn, optimizer_factory=factory, on_epoch_end=on_epoch_end)
+    best = result.best_checkpoint or result.last_checkpoint
+    from edgeaudio.training.loop import load_weights
+
+    load_weights(model, best)
+    model.eval()
+    metrics = val_fn(model)
+    weights = out / "caption.safetensors"
+    shutil.copyfile(best, weights)
+    vocab.save(out / "caption.vocab.json")
+    sidecar = {
+        "command": "edgeaudio train caption " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in command.items() if v is not None),
+        "seed": seed, "data": data, "config": task.config, "held_out_metrics": metrics,
+        "epochs": len(result.history), "history": result.history,
+    }  # fmt: skip
+    (out / "caption.json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    log("held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    log(f"wrote {weights}")
+    return sidecar
+
+
+def _real_data(captions_csv, captions_format, audio_dir, test_clips, seed):
+    from edgeaudio.plugins.caption.data import load_captioned_files, read_audiocaps, read_clotho
+
+    if not audio_dir:
+        raise UsageError("--captions-csv needs --audio-dir (where the clips are)")
+    readers = {"clotho": read_clotho, "audiocaps": read_audiocaps}
+    if captions_format not in readers:
+        raise UsageError(f"unknown captions format '{captions_format}'", hint="use clotho or audiocaps")
+    files = readers[captions_format](captions_csv, audio_dir)
+    order = np.random.default_rng(seed).permutation(len(files))
+    clips = load_captioned_files([files[i] for i in order], seconds=10.0)
+    n_test = min(test_clips, len(clips) // 5)
+    return clips[n_test:], clips[:n_test], {"captions_csv": str(captions_csv), "format": captions_format, "clips": len(clips)}
+
+
+def _frontend(task):
+    """The graph's log-mel front end on its own (it has no weights, so it needs no vocabulary)."""
+    from edgeaudio.plugins.caption.model import HOP, N_FFT, LogMel
+
+    return LogMel(task.sample_rate, N_FFT, HOP, task.config["n_mels"])
+
+
+def _features(frontend, clips, batch: int = 16):
+    """Log-mel of every clip through the graph's own front end, as float16."""
+    import torch
+
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(clips), batch):
+            audio = torch.from_numpy(np.stack([c.audio for c in clips[start : start + batch]]))[:, None]
+            parts.append(frontend(audio).to(torch.float16))
+    return torch.cat(parts)
+
+
+class CaptionDataset:
+    """(features, tokens, tags) with one of the clip's reference captions drawn per access; the
+    draw uses torch's global generator, which ``fit`` reseeds every epoch, so runs are
+    reproducible. Tags are the classes the references mention (through the synonym table), so
+    they come from captions alone and work for Clotho/AudioCaps as well as composed clips."""
+
+    def __init__(self, features, captions: list[list[str]], vocab, max_tokens: int, tags: list[str]):
+        import torch
+
+        from edgeaudio.plugins.caption.data import EVENT_KEYWORDS
+        from edgeaudio.plugins.caption.metrics import mentioned_classes
+
+        self.features = features
+        self.tokens, self.tags = [], []
+        for refs in captions:
+            padded = [ids + [vocab.pad] * (max_tokens - len(ids)) for ids in (vocab.encode(c, max_tokens) for c in refs)]
+            self.tokens.append(torch.tensor(padded, dtype=torch.int64))
+            said = set().union(*(mentioned_classes(c, EVENT_KEYWORDS) for c in refs))
+            self.tags.append(torch.tensor([float(t in said) for t in tags]))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        refs = self.tokens[index]
+        return self.features[index].float(), refs[int(torch.randint(len(refs), ()))], self.tags[index]
+
+
+def _spec_augment(feats):
+    """Two time masks (up to 0.5 s) and two mel-band masks (up to 8 bands) per clip, filled with
+    the clip's mean: the model must not rely on any one moment or band."""
+    import torch
+
+    batch, bands, frames = feats.shape
+    out = feats.clone()
+    mean = feats.mean(dim=(1, 2))
+    for b in range(batch):
+        for _ in range(2):
+            width = int(torch.randint(0, 50, ()))
+            start = int(torch.randint(0, max(1, frames - width), ()))
+            out[b, :, start : start + width] = mean[b]
+            height = int(torch.randint(0, 8, ()))
+            low = int(torch.randint(0, max(1, bands - height), ()))
+            out[b, low : low + height, :] = mean[b]
+    return out
+
+
+def _cosine_schedule(config, epochs: int):
+    """The optimizer factory and the epoch hook that decays its learning rate along a cosine
+    (the hook's changes are saved with each checkpoint, so resuming keeps the schedule)."""
+    import math
+
+    import torch
+
+    built = []
+
+    def factory(model):
+        built.append(torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay))
+        return built[0]
+
+    def on_epoch_end(epoch: int, record) -> None:
+        for group in built[0].param_groups:
+            group["lr"] = config.lr * max(0.02, 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+
+    return factory, on_epoch_end
+
+
+def greedy_captions(model, features, vocab, max_tokens: int, batch: int = 64) -> list[str]:
+    """Greedy captions for precomputed features with the torch decoder step (same search as the
+    runtime's), for validation during training."""
+    import torch
+
+    from edgeaudio.plugins.caption.search import greedy
+
+    captions = []
+    with torch.inference_mode():
+        for start in range(0, len(features), batch):
+            feats = features[start : start + batch].float()
+            keys, values = model.decoder.memory_kv(model.encoder(feats))
+            n = feats.shape[0]
+
+            def step(tokens, position, cache, n=n, keys=keys, values=values):
+                out = model.decoder.step(torch.from_numpy(tokens), torch.full((n, 1), position), keys, values,
+                                         torch.from_numpy(cache["k"]), torch.from_numpy(cache["v"]))  # fmt: skip
+                return out[0].numpy(), {"k": out[1].numpy(), "v": out[2].numpy()}
+
+            empty = model.empty_cache(n)
+            for ids in greedy(step, {"k": empty, "v": empty}, n, vocab.bos, vocab.eos, max_tokens):
+                text = vocab.decode(ids)
+                captions.append(text[:1].upper() + text[1:] + "." if text else "")
+    return captions
+
+
+def _scores(captions: list[str], clips) -> dict[str, float]:
+    from edgeaudio.plugins.caption.data import EVENT_KEYWORDS
+    from edgeaudio.plugins.caption.metrics import caption_scores, event_scores
+
+    scores = caption_scores(captions, [c.captions for c in clips])
+    if all(c.labels for c in clips):
+        scores.update(event_scores(captions, [c.labels for c in clips], EVENT_KEYWORDS))
+    return scores
