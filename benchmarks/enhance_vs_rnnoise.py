@@ -1,0 +1,257 @@
+"""Speech enhancement vs RNNoise and spectral gating, on the held-out test set, in one process.
+
+    python benchmarks/enhance_vs_rnnoise.py [--threads 1] [--limit N] [--json enhance.json] [--bundle DIR]
+
+Every system enhances the same clips: the corpus's held-out mixtures (voices, noise recordings
+and rooms that training never saw; ``python -m edgeaudio.plugins.enhance.build_corpus``), 4 s
+each, 24 per input-SNR bucket from -5 to 20 dB. Rows: the noisy input itself; ``noisereduce``
+(non-stationary spectral gating); RNNoise through ``pyrnnoise`` (48 kHz only: soxr HQ to 48 kHz
+and back); and the shipped enhance model exported for this host, on every backend and precision
+the export kept (torch reference, ONNX Runtime and OpenVINO, fp32 and INT8 that passed the gate).
+
+Metrics: SI-SDR and its improvement over the input, PESQ-WB, STOI, DNSMOS P.835 (SIG, BAK, OVRL).
+Each system's output is aligned to the clean signal first: the model by its fixed 16 ms delay,
+the others by the one lag (0-40 ms) that maximises their mean SI-SDR over the set.
+
+Real-time factor (RTF): processor seconds per audio second on ``--threads`` threads, counted as
+process CPU time so that other work on a shared machine does not inflate it (wall-clock RTFs are
+in the JSON too). The model and RNNoise are timed streaming, as live audio would run them: the
+model through a Stream fed 100 ms chunks (runtime overhead included), RNNoise frame by frame
+through its C library (pyrnnoise's ``librnnoise``) with its resampling timed apart; noisereduce
+on whole clips, which it needs. Prints Markdown tables (overall, then SI-SDR improvement per
+input-SNR bucket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+SAMPLE_RATE = 16000
+CHUNK = 1600  # 100 ms, as `edgeaudio run` feeds a stream
+MAX_LAG = 640  # 40 ms
+SHARED_TOLERANCE = 1e-4
+POOL: dict = {"executor": None}  # processes that score clips in parallel (--jobs)
+
+
+def test_pairs(limit: int | None):
+    from edgeaudio.errors import UsageError
+    from edgeaudio.plugins.enhance.build_corpus import default_corpus
+    from edgeaudio.plugins.enhance.data import read_pairs
+
+    if not (default_corpus() / "CORPUS.json").is_file():
+        raise UsageError(f"no corpus at {default_corpus()}", hint="python -m edgeaudio.plugins.enhance.build_corpus --install")
+    return read_pairs(default_corpus() / "test", limit)
+
+
+def scored_row(system: str, pairs, outputs: list[np.ndarray], rtf: float | None, extra: dict | None = None, lag: int = 0) -> dict:
+    from edgeaudio.plugins.enhance.metrics import score, summarize
+
+    cleans, noisies = [p.clean for p in pairs], [p.noisy for p in pairs]
+    if POOL["executor"] is None:
+        rows = [score(*args) for args in tqdm(list(zip(outputs, cleans, noisies)), desc=f"scoring {system}", leave=False)]
+    else:
+        rows = list(POOL["executor"].map(score, outputs, cleans, noisies, chunksize=4))
+    return {"system": system, "rtf": rtf, "lag_samples": lag, **(extra or {}), "metrics": summarize(rows)}
+
+
+def aligned(outputs: list[np.ndarray], pairs) -> tuple[list[np.ndarray], int]:
+    """Outputs shifted by the one lag that maximises their mean SI-SDR (systems with a delay)."""
+    from edgeaudio.plugins.enhance.metrics import si_sdr
+
+    def shift(out: np.ndarray, lag: int) -> np.ndarray:
+        return np.concatenate([out[lag:], np.zeros(lag, np.float32)])
+
+    lags = range(0, MAX_LAG + 1, 16)
+    sample = list(zip(outputs, pairs))[:20]
+    coarse = max(lags, key=lambda lag: np.mean([si_sdr(shift(o, lag), p.clean) for o, p in sample]))
+    fine = range(max(0, coarse - 16), min(MAX_LAG, coarse + 16) + 1)
+    lag = max(fine, key=lambda lag: np.mean([si_sdr(shift(o, lag), p.clean) for o, p in sample]))
+    return [shift(o, lag) for o in outputs], lag
+
+
+class Clock:
+    """Accumulated wall and process-CPU seconds of the timed blocks."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += time.process_time() - self._cpu
+
+
+def timed(function: Callable[[np.ndarray], np.ndarray], pairs, name: str) -> tuple[list[np.ndarray], Clock]:
+    outputs, clock = [], Clock()
+    for pair in tqdm(pairs, desc=name, leave=False):
+        with clock:
+            out = function(pair.noisy)
+        outputs.append(np.asarray(out, np.float32)[: len(pair.noisy)])
+    return outputs, clock
+
+
+def _audio_seconds(pairs) -> float:
+    return sum(len(p.noisy) for p in pairs) / SAMPLE_RATE
+
+
+def noisy_row(pairs) -> dict:
+    return scored_row("noisy input", pairs, [p.noisy for p in pairs], None)
+
+
+def noisereduce_row(pairs) -> dict:
+    import noisereduce
+
+    outputs, clock = timed(lambda x: noisereduce.reduce_noise(y=x, sr=SAMPLE_RATE, n_jobs=1), pairs, "noisereduce")
+    outputs, lag = aligned(outputs, pairs)
+    seconds = _audio_seconds(pairs)
+    return scored_row("noisereduce (spectral gating)", pairs, outputs, clock.cpu / seconds,
+                      {"rtf_wall": clock.wall / seconds}, lag=lag)
+
+
+def rnnoise_row(pairs) -> dict:
+    """RNNoise on 10 ms frames at 48 kHz, called straight through ctypes so Python adds little;
+    it takes and returns 16-bit sample values as floats."""
+    import ctypes
+
+    import soxr
+    from pyrnnoise import rnnoise
+
+    frame = rnnoise.FRAME_SIZE
+    pointer = ctypes.POINTER(ctypes.c_float)
+    outputs, network, resampling = [], Clock(), Clock()
+    for pair in tqdm(pairs, desc="rnnoise", leave=False):
+        with resampling:
+            up = soxr.resample(pair.noisy, SAMPLE_RATE, 48000, quality="HQ") * 32768.0
+        up = np.ascontiguousarray(np.pad(up, (0, -len(up) % frame)), dtype=np.float32)
+        out = np.empty_like(up)
+        state = rnnoise.create()
+        with network:
+            for i in range(0, len(up), frame):
+                rnnoise.lib.rnnoise_process_frame(state, out[i:].ctypes.data_as(pointer), up[i:].ctypes.data_as(pointer))
+        rnnoise.destroy(state)
+        with resampling:
+            down = soxr.resample(out / 32768.0, 48000, SAMPLE_RATE, quality="HQ")
+        outputs.append(down[: len(pair.noisy)].astype(np.float32))
+    outputs, lag = aligned(outputs, pairs)
+    seconds = _audio_seconds(pairs)
+    return scored_row("RNNoise (pyrnnoise, 48 kHz)", pairs, outputs, network.cpu / seconds,
+                      {"rtf_wall": network.wall / seconds, "rtf_with_resampling": (network.cpu + resampling.cpu) / seconds},
+                      lag=lag)
+
+
+def model_rows(bundle: Path, pairs, threads: int) -> list[dict]:
+    """One row per backend/precision of the bundle, torch first.
+
+    An artifact whose outputs match torch's to SHARED_TOLERANCE on every clip (the fp32 ones do,
+    by the export's parity check) would score the same to the printed digits; it shares torch's
+    quality metrics instead of recomputing them (DNSMOS alone costs about a second per clip) and
+    records its largest difference. Its real-time factor is always its own.
+    """
+    import edgeaudio
+    from edgeaudio.plugins.enhance.task import enhance_audio
+
+    rows, reference = [], None
+    pairs_built = sorted(edgeaudio.load(bundle, backend="torch").bundle.artifacts(), key=lambda p: (p[0] != "torch", p))
+    joined = np.concatenate([p.noisy for p in pairs])[None]
+    for backend, precision in pairs_built:
+        session = edgeaudio.load(bundle, backend=backend, precision=precision, threads=threads)
+        graph = session.runner.streaming_graph()
+        enhance_audio(graph, pairs[0].noisy[:CHUNK])  # warm-up: first-call allocations
+        outputs, clip = timed(lambda x: enhance_audio(graph, x), pairs, f"{backend}/{precision}")
+        stream, clock = session.stream(), Clock()
+        with clock:
+            for offset in range(0, joined.shape[1], CHUNK):
+                stream.accept(joined[:, offset : offset + CHUNK])
+            stream.flush()
+        seconds = joined.shape[1] / SAMPLE_RATE
+        name = f"enhance {backend}/{precision}"
+        timing = {"rtf_wall": clock.wall / seconds, "rtf_graph_wall": stream.real_time_factor(),
+                  "rtf_whole_clip": clip.cpu / _audio_seconds(pairs)}
+        difference = None if reference is None else max(float(np.max(np.abs(o - r))) for o, r in zip(outputs, reference[0]))
+        if difference is not None and difference < SHARED_TOLERANCE:
+            shared = {"metrics_from": reference[1]["system"], "max_abs_diff": difference}
+            rows.append({**reference[1], "system": name, "rtf": clock.cpu / seconds, **timing, **shared})
+            continue
+        rows.append(scored_row(name, pairs, outputs, clock.cpu / seconds, {**timing, "max_abs_diff": difference}, lag=256))
+        if reference is None:
+            reference = (outputs, rows[-1])
+    return rows
+
+
+def export_shipped(out: Path) -> Path:
+    from edgeaudio.exporters.pipeline import export_task, plan_export
+    from edgeaudio.tasks import get_task
+
+    task = get_task("enhance")
+    plan, _ = plan_export("x86-cpu")
+    result = export_task(task, plan, out, checkpoint=task.default_checkpoint(), log=lambda message: None)
+    for note in result.notes:
+        print(f"export: {note}")
+    return out
+
+
+def tables(rows: list[dict]) -> str:
+    head = ["| system | SI-SDR (dB) | SI-SDRi (dB) | PESQ-WB | STOI | DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL | RTF |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r["metrics"]["overall"]
+        rtf = f"{r['rtf']:.4f}" if r["rtf"] is not None else "-"
+        system = r["system"] + (f" (= {r['metrics_from'].split()[-1]})" if r.get("metrics_from") else "")
+        head.append(f"| {system} | {m['si_sdr']:.2f} | {m['si_sdr_i']:.2f} | {m['pesq']:.2f} | {m['stoi']:.3f} | "
+                    f"{m['dnsmos_sig']:.2f} | {m['dnsmos_bak']:.2f} | {m['dnsmos_ovrl']:.2f} | {rtf} |")
+    buckets = [b for b in rows[0]["metrics"] if b != "overall"]
+    per = ["", "SI-SDR improvement (dB) per input-SNR bucket:", "",
+           "| system | " + " | ".join(f"{b} ({rows[0]['metrics'][b]['clips']})" for b in buckets) + " |",
+           "|---|" + "---|" * len(buckets)]
+    for r in rows:
+        per.append(f"| {r['system']} | " + " | ".join(f"{r['metrics'][b]['si_sdr_i']:.2f}" for b in buckets) + " |")
+    return "\n".join(head + per)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="threads for every system (default 1)")
+    parser.add_argument("--limit", type=int, help="use only the first N test clips (the order cycles through the SNR buckets)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes that compute the metrics (timings stay in one)")
+    parser.add_argument("--bundle", type=Path, help="an exported enhance bundle (default: export the shipped weights)")
+    parser.add_argument("--json", type=Path, help="also write every number here")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    from edgeaudio.bundle import load_bundle
+
+    torch.set_num_threads(args.threads)
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        POOL["executor"] = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"))
+    pairs = test_pairs(args.limit)
+    print(f"{len(pairs)} held-out clips, {_audio_seconds(pairs):.0f} s of audio, {args.threads} thread(s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle or export_shipped(Path(tmp) / "enhance")
+        rows = [noisy_row(pairs), noisereduce_row(pairs), rnnoise_row(pairs)] + model_rows(bundle, pairs, args.threads)
+        reports = load_bundle(bundle).manifest["reports"]
+    print(tables(rows))
+    if args.json:
+        info = {"clips": len(pairs), "threads": args.threads, "host": f"{platform.system()} {platform.machine()}",
+                "cpu_count": os.cpu_count(), "int8_gate": reports.get("gate"), "export_notes": reports.get("notes"), "rows": rows}
+        args.json.write_text(json.dumps(info, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The speech enhancement task: one microphone in, the same voice with less noise out, in real time.
+
+One streaming graph takes 16 kHz mono audio in 16 ms hops and returns as many enhanced samples;
+the STFT and the overlap-add are inside it, so every backend runs identical maths and a Stream's
+output equals whole-clip output. Raw output lags input by ``DELAY`` (256 samples, 16 ms; live
+audio cannot avoid it). Decoded results drop the samples that come before the input, so they line
+up with it; the last 16 ms of a clip stay inside the graph (``enhance_audio`` pads the clip to get
+them out). Behaviour on awkward input:
+
+- stereo: refused with a message (mix it down first); other rates: refused by the runtime, while
+  file inputs (``edgeaudio run --input``) are resampled to 16 kHz with a note;
+- silence in, silence out (exact zeros for digital silence);
+- clipped input is enhanced as it is: the noise goes, the clipping distortion stays.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from edgeaudio.errors import AudioInputError
+from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+VALIDATION_DIR = Path(__file__).parent / "validation"
+# the graph's framing, as in model.py (which needs torch; this module must not)
+HOP = 256
+DELAY = 256
+BINS = 257
+MODEL_KEYS = ("conv_channels", "gru_hidden", "gru_layers")
+
+
+class EnhanceTask(Task):
+    name = "enhance"
+    version = "1"
+    description = "speech enhancement for one microphone (streaming complex-mask GRU, 16 ms hop, 32 ms latency)"
+    sample_rate = 16000
+    channels = 1
+    gate = MetricGate("si_sdr", max_drop=0.5, higher_is_better=True)
+
+    def default_config(self) -> dict[str, Any]:
+        return {"conv_channels": 128, "gru_hidden": 128, "gru_layers": 2}
+
+    # -- model ---------------------------------------------------------------------------------
+    def build_model(self):
+        import torch
+
+        from edgeaudio.plugins.enhance.model import EnhanceNet
+
+        torch.manual_seed(0)
+        return EnhanceNet(**{k: self.config[k] for k in MODEL_KEYS})
+
+    def default_checkpoint(self) -> str | None:
+        """The shipped weights, when they were trained with this model configuration."""
+        weights = WEIGHTS_DIR / "enhance.safetensors"
+        sidecar = weights.with_suffix(".json")
+        if not (weights.is_file() and sidecar.is_file()):
+            return None
+        trained = json.loads(sidecar.read_text())["config"]
+        if any(trained.get(key) != self.config.get(key) for key in MODEL_KEYS):
+            return None
+        return str(weights)
+
+    def graphs(self, model) -> list[Graph]:
+        rng = np.random.default_rng(0)
+        names = ["tail", "cache", "hidden", "ola"]
+        state = [s.numpy() for s in model.initial_state(1)]
+        shapes = [("batch", *s.shape[1:]) for s in state]
+        shapes[2] = (state[2].shape[0], "batch", state[2].shape[2])  # GRU state is [layers, batch, hidden]
+        example = {"audio": (0.1 * rng.standard_normal((1, 1, 3 * HOP))).astype(np.float32)}
+        example.update({n: (0.1 * rng.standard_normal(s.shape)).astype(np.float32) for n, s in zip(names, state)})
+        return [
+            Graph(
+                name="enhance",
+                module=model,
+                inputs=[TensorSpec("audio", ("batch", 1, "samples"))] + [TensorSpec(n, s) for n, s in zip(names, shapes)],
+                outputs=[TensorSpec("enhanced", ("batch", 1, "samples"))]
+                + [TensorSpec(f"{n}_out", s) for n, s in zip(names, shapes)],
+                example_inputs=example,
+                state=[StatePair(n, f"{n}_out") for n in names],
+                streaming=Streaming("audio", block=HOP, time_axes={"enhanced": 2}, frames_per_block=HOP),
+                atol=1e-4,
+                # The DFT, log power, mask product and inverse DFT: quantized, they ruin the
+                # waveform. The frame cache and the GRU's state split/join: calibration starts
+                # streams from zero state, so quantized they would flatten the carried state and
+                # a Stream would drift from whole-clip output.
+                keep_float=["/analysis/", "/synthesis/", "/context/", "/gru/"],
+            )
+        ]
+
+    # -- data and metrics ------------------------------------------------------------------------
+    def validation_set(self):
+        """The shipped held-out pairs (16 x 3 s, voices and noises never trained on)."""
+        from edgeaudio.plugins.enhance.data import read_pairs
+
+        return read_pairs(VALIDATION_DIR)
+
+    def calibration_data(self, count: int = 32) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """Noisy validation clips from zero state, as the graph sees a stream start."""
+        pairs = self.validation_set()
+        layers, hidden = self.config["gru_layers"], self.config["gru_hidden"]
+        zeros = {"tail": np.zeros((1, 1, DELAY), np.float32), "cache": np.zeros((1, BINS, 2), np.float32),
+                 "hidden": np.zeros((layers, 1, hidden), np.float32), "ola": np.zeros((1, 1, HOP), np.float32)}
+        for i in range(min(count, len(pairs))):
+            audio = pairs[i].noisy[: len(pairs[i].noisy) // HOP * HOP]
+            yield {"enhance": {"audio": audio[None, None].astype(np.float32), **zeros}}
+
+    def evaluate(self, runner, dataset) -> dict[str, float]:
+        """Mean SI-SDR of the enhanced clips and its improvement over the noisy input (dB)."""
+        from edgeaudio.plugins.enhance.metrics import score
+
+        graph = runner.streaming_graph()
+        rows = [score(enhance_audio(graph, pair.noisy), pair.clean, pair.noisy, full=False) for pair in dataset]
+        return {"si_sdr": float(np.mean([r["si_sdr"] for r in rows])), "si_sdr_i": float(np.mean([r["si_sdr_i"] for r in rows]))}
+
+    # -- running -------------------------------------------------------------------------------
+    def prepare_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 2 and audio.shape[0] > 1:
+            raise AudioInputError(
+                f"audio has {audio.shape[0]} channels; task 'enhance' takes one microphone",
+                hint="mix it down to mono first (e.g. audio.mean(axis=0), or `sox in.wav -c 1 mono.wav`)",
+            )
+        return super().prepare_audio(audio, sample_rate)
+
+    def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0) -> dict[str, Any]:
+        """Raw output -> ``{"start_sample", "sample_rate", "audio"}`` aligned with the input.
+
+        ``start_frame`` counts raw output samples; the first ``DELAY`` of a stream come before
+        any input and are dropped, so ``start_sample`` is the input sample the audio starts at.
+        """
+        audio = np.asarray(outputs["enhanced"])[0, 0]
+        drop = min(max(DELAY - start_frame, 0), len(audio))
+        return {"start_sample": start_frame + drop - DELAY, "sample_rate": self.sample_rate, "audio": audio[drop:].tolist()}
+
+    def results_to_audio(self, results: Any) -> np.ndarray:
+        """[samples]: the audio of one decoded result or of a list of them, in order."""
+        items = results if isinstance(results, list) else [results]
+        return np.concatenate([np.asarray(r["audio"], np.float32) for r in items] or [np.zeros(0, np.float32)])
+
+    def train(self, out_dir: str, **options: Any) -> dict[str, Any]:
+        """Mix, train and write weights + sidecar (see train.py)."""
+        from edgeaudio.plugins.enhance.train import train_enhance
+
+        return train_enhance(self, out_dir, **options)
+
+
+def enhance_audio(graph, audio: np.ndarray) -> np.ndarray:
+    """Enhance a whole mono clip [samples] on a loaded streaming graph, the 16 ms lag removed."""
+    padded = np.pad(np.asarray(audio, np.float32), (0, DELAY))[None, :]
+    out = graph.run_offline(padded)["enhanced"][0, 0]
+    return out[DELAY : DELAY + len(audio)]
