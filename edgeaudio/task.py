@@ -7,6 +7,7 @@ this contract and nothing about any particular task.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
@@ -244,3 +245,21 @@ class Runner:
 
     def streaming_graph(self) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def matching_checkpoint(weights: str | Path, config: Mapping[str, Any], keys: Iterable[str]) -> str | None:
+    """``weights`` when its JSON sidecar says it was trained with the same ``keys`` of ``config``.
+
+    Shipped weights only fit the model configuration they were trained with; a task configured
+    differently (other classes, sizes, array) must start from scratch rather than fail to load.
+    """
+    import json
+
+    weights = Path(weights)
+    sidecar = weights.with_suffix(".json")
+    if not (weights.is_file() and sidecar.is_file()):
+        return None
+    trained = json.loads(sidecar.read_text())["config"]
+    if any(trained.get(key) != config.get(key) for key in keys):
+        return None
+    return str(weights)

@@ -15,14 +15,13 @@ them out). Behaviour on awkward input:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from edgeaudio.errors import AudioInputError
-from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec
+from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 VALIDATION_DIR = Path(__file__).parent / "validation"
@@ -55,14 +54,7 @@ class EnhanceTask(Task):
 
     def default_checkpoint(self) -> str | None:
         """The shipped weights, when they were trained with this model configuration."""
-        weights = WEIGHTS_DIR / "enhance.safetensors"
-        sidecar = weights.with_suffix(".json")
-        if not (weights.is_file() and sidecar.is_file()):
-            return None
-        trained = json.loads(sidecar.read_text())["config"]
-        if any(trained.get(key) != self.config.get(key) for key in MODEL_KEYS):
-            return None
-        return str(weights)
+        return matching_checkpoint(WEIGHTS_DIR / "enhance.safetensors", self.config, MODEL_KEYS)
 
     def graphs(self, model) -> list[Graph]:
         rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec
+from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 BLOCK = 1600  # 100 ms at 16 kHz: one DCASE label frame per graph block
 FRAME_SECONDS = 0.1
@@ -84,14 +84,7 @@ class SeldTask(Task):
 
     def default_checkpoint(self) -> str | None:
         """The shipped weights for the configured array, when they were trained with this config."""
-        weights = WEIGHTS_DIR / f"seld-{self.array}.safetensors"
-        sidecar = weights.with_suffix(".json")
-        if not (weights.is_file() and sidecar.is_file()):
-            return None
-        trained = json.loads(sidecar.read_text())["config"]
-        if any(trained.get(key) != self.config.get(key) for key in MODEL_KEYS):
-            return None
-        return str(weights)
+        return matching_checkpoint(WEIGHTS_DIR / f"seld-{self.array}.safetensors", self.config, MODEL_KEYS)
 
     def graphs(self, model) -> list[Graph]:
         rng = np.random.default_rng(0)
