@@ -9,15 +9,6 @@ import click
 from edgeaudio.cli.output import emit_json, table
 
 
-def _live_devices() -> list[dict]:
-    try:
-        import sounddevice as sd
-
-        return [dict(d) for d in sd.query_devices()]
-    except Exception:  # no PortAudio library, or no sound server: nothing is connected
-        return []
-
-
 @click.command("devices")
 @click.option("--live", is_flag=True, help="Also list the audio devices PortAudio sees and the profile each matches.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -27,7 +18,7 @@ def command(live: bool, as_json: bool):
 
     profiles = load_profiles()
     host, reason = host_target()
-    matches = match_live_devices(_live_devices()) if live else []
+    matches = match_live_devices() if live else []
     if as_json:
         data = {
             "host": {"profile": host.name, "reason": reason},
