@@ -303,3 +303,20 @@ def test_torchrun_data_parallel_on_cpu(tmp_path):
     assert history[-1]["val_loss"] < 0.01 * history[0]["train_loss"]
     state = json.loads((out_dir / "last.json").read_text())
     assert state["epoch"] == 12 and state["step"] == 12 * 4
+
+
+@pytest.mark.parametrize("clipped", [False, True])
+def test_cosine_adamw_decays_from_lr_to_the_floor(clipped):
+    from edgeaudio.training import cosine_adamw
+
+    factory, on_epoch_end = cosine_adamw(0.01, epochs=4, floor=0.1, weight_decay=0.0, clipped=clipped)
+    optimizer = factory(nn.Linear(2, 2))
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 0.01
+    rates = []
+    for epoch in range(1, 5):
+        on_epoch_end(epoch, {})
+        rates.append(optimizer.param_groups[0]["lr"])
+    half = 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4)), 0.0
+    expected = [0.01 * (max(0.1, c) if clipped else 0.1 + 0.9 * c) for c in half]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    assert rates[-1] == pytest.approx(0.001)

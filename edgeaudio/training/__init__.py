@@ -16,10 +16,12 @@ from edgeaudio.training.loop import (  # noqa: E402  (after the torch check on p
     save_weights,
     seed_everything,
 )
+from edgeaudio.training.schedule import cosine_adamw  # noqa: E402
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "cosine_adamw",
     "fit",
     "is_main_process",
     "load_weights",

@@ -21,7 +21,6 @@ the held-out voices against the soxr upsampling baseline. Running the same comma
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -60,7 +59,7 @@ def train_bwe(
     """Train ``epochs`` x ``items`` crops; return the result summary (and ship it when asked)."""
     import torch
 
-    from edgeaudio.training.loop import TrainConfig, fit, load_weights
+    from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -70,16 +69,7 @@ def train_bwe(
     validation = [(telephone_input(w), w) for _, w in utterances([c for c in clips if c.split == "val"],
                                                                    VAL_SECONDS, VAL_PER_VOICE)[:VAL_ITEMS]]
     model = type(task)({**task.config, "extension_gain_db": 0.0}).build_model()  # learn the true level
-    optimizers = []
-
-    def optimizer_factory(net):
-        optimizers.append(torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4))
-        return optimizers[-1]
-
-    def cosine_lr(epoch: int, record: dict[str, float]) -> None:
-        """Warm-free cosine decay to 5 % over the run, set for the next epoch."""
-        for group in optimizers[-1].param_groups:
-            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+    optimizer_factory, cosine_lr = cosine_adamw(lr, epochs, floor=0.05)  # decay to 5 % over the run
 
     config = TrainConfig(out_dir, epochs, batch_size=batch_size, lr=lr, seed=seed, grad_clip=1.0,
                          best_metric="val_lsd", best_mode="min", progress=progress, log_every=10)

@@ -76,7 +76,7 @@ def train_caption(
 
     from edgeaudio.plugins.caption.data import synthesize_set
     from edgeaudio.plugins.caption.tokenizer import Vocabulary
-    from edgeaudio.training import TrainConfig, fit, seed_everything
+    from edgeaudio.training import TrainConfig, cosine_adamw, fit, seed_everything
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -125,7 +125,7 @@ def train_caption(
 
     config = TrainConfig(out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed, grad_clip=1.0,
                          best_metric="val_cider_d", best_mode="max", progress=progress, device="cpu")  # fmt: skip
-    factory, on_epoch_end = _cosine_schedule(config, epochs)
+    factory, on_epoch_end = cosine_adamw(config.lr, epochs, floor=0.02, weight_decay=config.weight_decay, clipped=True)
     result = fit(model, dataset, loss_fn, config, val_fn=val_fn, optimizer_factory=factory, on_epoch_end=on_epoch_end)
     best = result.best_checkpoint or result.last_checkpoint
     from edgeaudio.training.loop import load_weights
@@ -228,26 +228,6 @@ def _spec_augment(feats):
             low = int(torch.randint(0, max(1, bands - height), ()))
             out[b, low : low + height, :] = mean[b]
     return out
-
-
-def _cosine_schedule(config, epochs: int):
-    """The optimizer factory and the epoch hook that decays its learning rate along a cosine
-    (the hook's changes are saved with each checkpoint, so resuming keeps the schedule)."""
-    import math
-
-    import torch
-
-    built = []
-
-    def factory(model):
-        built.append(torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay))
-        return built[0]
-
-    def on_epoch_end(epoch: int, record) -> None:
-        for group in built[0].param_groups:
-            group["lr"] = config.lr * max(0.02, 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
-
-    return factory, on_epoch_end
 
 
 def greedy_captions(model, features, vocab, max_tokens: int, batch: int = 64) -> list[str]:

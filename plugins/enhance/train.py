@@ -11,7 +11,6 @@ seed, data and the held-out metrics (overall and per input-SNR bucket).
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -218,21 +217,11 @@ def _fit(model, dataset, validation: Path, checkpoints: Path, epochs, batch_size
     The best-epoch choice stays on the training loss: the validation pairs come from held-out
     voices and must not steer training.
     """
-    import torch
-
     from edgeaudio.plugins.enhance.data import read_pairs
-    from edgeaudio.training import TrainConfig, fit
+    from edgeaudio.training import TrainConfig, cosine_adamw, fit
 
-    optimizers: list[torch.optim.Optimizer] = []
     pairs = read_pairs(validation) if validation.is_dir() else []
-
-    def make_optimizer(net):
-        optimizers.append(torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4))
-        return optimizers[-1]
-
-    def cosine_decay(epoch: int, record: dict) -> None:
-        for group in optimizers[-1].param_groups:
-            group["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+    make_optimizer, cosine_decay = cosine_adamw(lr, epochs, floor=0.01)
 
     def loss_fn(net, batch):
         return enhancement_loss(net, *batch)

@@ -263,18 +263,10 @@ def _fit(model, task, train_set, test_set, checkpoints: Path, epochs, batch_size
 
     from edgeaudio.plugins.seld.data import SeldCrops, adpit_loss
     from edgeaudio.plugins.seld.task import seld_scores
-    from edgeaudio.training import TrainConfig, fit
+    from edgeaudio.training import TrainConfig, cosine_adamw, fit
 
     dataset = SeldCrops(train_set, len(task.classes), task.array_profile().positions)
-    optimizers: list[torch.optim.Optimizer] = []
-
-    def make_optimizer(net):
-        optimizers.append(torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4))
-        return optimizers[-1]
-
-    def cosine_decay(epoch: int, record: dict) -> None:
-        for group in optimizers[-1].param_groups:
-            group["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+    make_optimizer, cosine_decay = cosine_adamw(lr, epochs, floor=0.02)
 
     def loss_fn(net, batch):
         audio, target = batch
