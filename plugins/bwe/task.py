@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec
+from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS = Path(__file__).parent / "weights" / "bwe.safetensors"
 MODEL_KEYS = ("n_fft", "channels", "blocks", "kernel", "lookahead")
@@ -64,13 +64,7 @@ class BweTask(Task):
 
     def default_checkpoint(self) -> str | None:
         """The shipped weights, when they were trained with this configuration."""
-        sidecar = WEIGHTS.with_suffix(".json")
-        if not (WEIGHTS.is_file() and sidecar.is_file()):
-            return None
-        trained = json.loads(sidecar.read_text())["config"]
-        if any(trained.get(key) != self.config.get(key) for key in MODEL_KEYS):
-            return None
-        return str(WEIGHTS)
+        return matching_checkpoint(WEIGHTS, self.config, MODEL_KEYS)
 
     def graphs(self, model) -> list[Graph]:
         from edgeaudio.plugins.bwe.data import speechlike

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeaudio.task import Graph, MetricGate, StatePair, Task, TensorSpec
+from edgeaudio.task import Graph, MetricGate, StatePair, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "caption.safetensors"
@@ -77,11 +77,7 @@ class CaptionTask(Task):
             )  # fmt: skip
 
     def default_checkpoint(self) -> str | None:
-        sidecar = WEIGHTS.with_suffix(".json")
-        if not (WEIGHTS.is_file() and sidecar.is_file()):
-            return None
-        trained = json.loads(sidecar.read_text())["config"]
-        return str(WEIGHTS) if all(trained.get(k) == self.config.get(k) for k in MODEL_KEYS) else None
+        return matching_checkpoint(WEIGHTS, self.config, MODEL_KEYS)
 
     def graphs(self, model) -> list[Graph]:
         import torch
