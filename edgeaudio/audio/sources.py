@@ -448,11 +448,11 @@ def _event_library(
     Procedural clips are written to a temporary folder that lives only while the scene renders; a
     note says so, since a model trained on recorded events hears them as unfamiliar sounds.
     """
-    from edgeaudio.cache import cache_root
     from edgeaudio.events import EventLibrary
+    from edgeaudio.events.build_library import builtin_dir, is_built
 
-    builtin = cache_root() / "events" / "builtin"
-    if folder or (builtin / "SOURCES.json").is_file():
+    builtin = builtin_dir()
+    if folder or is_built(builtin):
         if not folder:
             notes.append(f"scene events come from the built-in event library in {builtin}")
         yield _restricted(EventLibrary.from_folder(folder or builtin, sample_rate=rate), classes, notes)

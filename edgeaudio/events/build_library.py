@@ -175,6 +175,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def builtin_dir() -> Path:
+    """Where the built-in library lives: ``<edgeaudio cache>/events/builtin``, built or not."""
+    from edgeaudio.cache import cache_root
+
+    return cache_root() / "events" / "builtin"
+
+
+def is_built(folder: Path) -> bool:
+    """SOURCES.json is written last, so its presence means a complete build."""
+    return (Path(folder) / "SOURCES.json").is_file()
+
+
+def ensure_builtin(install: bool = False, progress: bool = True) -> Path:
+    """The built-in library's folder, built into the cache on first use."""
+    folder = builtin_dir()
+    if not is_built(folder):
+        build(folder, install=install, progress=progress)
+    return folder
+
+
 def build(out: Path, install: bool = False, progress: bool = True) -> dict:
     """Build the library into ``out`` and return the SOURCES.json content."""
     started = time.monotonic()
@@ -235,7 +255,7 @@ def _installed_version(package: str) -> str | None:
 def _prepare_out(out: Path) -> None:
     """Use an empty folder, or replace a previous build (recognised by its SOURCES.json)."""
     if out.is_dir() and any(out.iterdir()):
-        if not (out / "SOURCES.json").is_file():
+        if not is_built(out):
             raise UsageError(f"{out} is not empty and holds no previous library build", hint="pick an empty folder")
         for label in RECIPE:
             shutil.rmtree(out / label, ignore_errors=True)

@@ -32,13 +32,10 @@ SLICE = 250  # training clips composed at once
 def open_library(path: str | Path | None = None, held_out: bool | None = None) -> EventLibrary:
     """The event library at 16 kHz (default: the built-in one, built into the cache on first use);
     ``held_out`` True/False picks the test/train half of the seed-0 split by recording."""
-    from edgeaudio.cache import cache_root
-    from edgeaudio.events.build_library import build
+    from edgeaudio.events.build_library import ensure_builtin
 
     if path is None:
-        path = cache_root() / "events" / "builtin"
-        if not (path / "SOURCES.json").is_file():
-            build(path)
+        path = ensure_builtin()
     library = EventLibrary.from_folder(path, sample_rate=16000)
     if held_out is None:
         return library

@@ -238,14 +238,11 @@ def _write_espeak(out: Path, progress: bool) -> dict:
 
 def _write_noise(out: Path, install: bool, progress: bool) -> dict:
     """The event library's clips at 16 kHz, split by recording exactly as SELD splits it."""
-    from edgeaudio.cache import cache_root
     from edgeaudio.events import EventLibrary
-    from edgeaudio.events.build_library import build as build_library
+    from edgeaudio.events.build_library import ensure_builtin
 
     sf = require("soundfile", "mic")
-    root = cache_root() / "events" / "builtin"
-    if not (root / "SOURCES.json").is_file():
-        build_library(root, install=install, progress=progress)
+    root = ensure_builtin(install=install, progress=progress)
     library = EventLibrary.from_folder(root, sample_rate=SAMPLE_RATE)
     sources = {c["file"]: c for c in json.loads((root / "SOURCES.json").read_text())["clips"]}
     listing: dict[str, list[dict]] = {}

@@ -40,13 +40,9 @@ def scene_config(seed: int) -> SceneConfig:
 
 def builtin_library_path() -> Path:
     """The built-in event library (Debian-packaged recordings), built into the cache on first use."""
-    from edgeaudio.cache import cache_root
-    from edgeaudio.events.build_library import build
+    from edgeaudio.events.build_library import ensure_builtin
 
-    folder = cache_root() / "events" / "builtin"
-    if not (folder / "SOURCES.json").is_file():
-        build(folder)
-    return folder
+    return ensure_builtin()
 
 
 def builtin_classes() -> list[str]:
