@@ -6,7 +6,6 @@ TensorRT and a CUDA GPU (``-m hardware`` on a Jetson), and skipped with the reas
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +31,7 @@ from edgeaudio.backends.tensorrt import (
 from edgeaudio.bundle import load_bundle, write_manifest
 from edgeaudio.errors import BackendUnavailable, ExportError, UsageError
 from edgeaudio.exporters.base import export_targets
+from edgeaudio.exporters.onnx import export_onnx
 from edgeaudio.exporters.pipeline import _graph_entry, _runner_for
 from edgeaudio.exporters.tensorrt import TensorRTTarget
 from edgeaudio.task import Graph, Streaming, TensorSpec
@@ -72,20 +72,7 @@ def graph(tmp_path) -> Graph:
 
 @pytest.fixture
 def onnx_path(graph, tmp_path) -> Path:
-    path = tmp_path / "tiny.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(
-            graph.module,
-            (torch.from_numpy(graph.example_inputs["audio"]),),
-            str(path),
-            input_names=graph.input_names,
-            output_names=graph.output_names,
-            dynamic_axes=graph.dynamic_axes(),
-            opset_version=graph.opset,
-            dynamo=False,
-        )
-    return path
+    return export_onnx(graph, tmp_path / "tiny.onnx")
 
 
 CALIBRATION = [{"audio": _audio(seed, 8)} for seed in range(1, 9)]
