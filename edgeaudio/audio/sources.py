@@ -251,12 +251,17 @@ class MicrophoneSource(Source):
                 raise DeviceLost(f"input device '{self.device_name}' {reason} after {seconds:.1f} s", hint=_LOST_HINT)
 
     def _lost_reason(self, started: float) -> str | None:
+        """Why the device counts as gone, or None. A device that delivered audio and then went
+        quiet has stopped, whether PortAudio reported the end of the stream or (as it may when
+        the sound server dies) just stopped calling back; one that never started says so."""
         if self._finished:
             return "stopped delivering audio (unplugged, or its sound server went away)"
         last = self._ring.last_write
         waited = time.monotonic() - (last or started)
-        if waited > (STALL_TIMEOUT_S if last else STARTUP_TIMEOUT_S):
-            return f"sent no audio for {waited:.1f} s"
+        if last and waited > STALL_TIMEOUT_S:
+            return f"stopped delivering audio (nothing for {waited:.1f} s)"
+        if not last and waited > STARTUP_TIMEOUT_S:
+            return f"sent no audio for {waited:.1f} s after opening"
         return None
 
     def stats(self) -> SourceStats:
