@@ -139,6 +139,12 @@ class Session:
         """Decoded results for a whole clip shaped [channels, samples] (or [samples] when mono)."""
         return self.task.decode(self.process_raw(audio, sample_rate))
 
+    def generate(self, prompt: str, **options: Any) -> Any:
+        """Decoded results generated from a text prompt (tasks whose ``inputs`` is "text")."""
+        if not isinstance(prompt, str):
+            raise UsageError(f"task '{self.task.name}' needs a text prompt, got {type(prompt).__name__}")
+        return self.task.decode_generation(prompt, self.task.generate(self.runner, prompt, **options), **options)
+
     @property
     def streaming(self) -> bool:
         """Whether the bundle has a streaming graph (stateful, chunk by chunk)."""

@@ -136,7 +136,8 @@ class Task:
 
     Identity: ``name`` (CLI name, unique), ``version`` (bumped when graphs change meaning),
     ``sample_rate``, ``channels`` (1 for mono; the array's mic count for array tasks),
-    ``array`` (profile name the model was trained for, or None), ``description``.
+    ``array`` (profile name the model was trained for, or None), ``description``,
+    ``inputs``: "audio" (``process``/streaming) or "text" (``generate``: audio from a prompt).
     """
 
     name: str = ""
@@ -145,6 +146,7 @@ class Task:
     sample_rate: int = 16000
     channels: int = 1
     array: str | None = None
+    inputs: str = "audio"
     gate: MetricGate | None = None
 
     def __init__(self, config: Mapping[str, Any] | None = None):
@@ -227,6 +229,14 @@ class Task:
         ``start_frame`` is the index of the first output frame in ``outputs`` when streaming.
         """
         return {name: np.asarray(value).tolist() for name, value in outputs.items()}
+
+    def generate(self, runner: "Runner", prompt: str, **options: Any) -> dict[str, np.ndarray]:
+        """Raw outputs generated from a text prompt (tasks with ``inputs = "text"``)."""
+        raise UsageError(f"task '{self.name}' takes audio, not a text prompt", hint="pass --input FILE instead")
+
+    def decode_generation(self, prompt: str, outputs: Mapping[str, np.ndarray], **options: Any) -> Any:
+        """``generate``'s raw outputs -> user-facing results (with the audio under ``results_to_audio``)."""
+        return {"prompt": prompt, **{name: np.asarray(value).tolist() for name, value in outputs.items()}}
 
     def results_to_audio(self, results: Any) -> np.ndarray | None:
         """The waveform inside decoded results, for waveform tasks (written by ``--output``)."""

@@ -64,6 +64,7 @@ CHECKS = (
     "decode_schema",
 )
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+EXAMPLE_PROMPT = "a horn honks twice"  # what the checks generate from, for text-to-audio tasks
 PROFILE = "x86-cpu"  # the profile whose backends (ONNX Runtime, OpenVINO) run on any x86 CI machine
 
 
@@ -180,6 +181,9 @@ class Conformance:
         _require(_positive_int(task.channels), f"{where}.channels must be a positive int, got {task.channels!r}")
         _require(task.gate is None or isinstance(task.gate, MetricGate),
                  f"{where}.gate must be an edgeaudio.task.MetricGate or None, got {task.gate!r}")
+        _require(task.inputs in ("audio", "text"), f"{where}.inputs must be 'audio' or 'text', got {task.inputs!r}")
+        _require(task.inputs == "audio" or type(task).generate is not Task.generate,
+                 f"{where}.inputs is 'text' but the task does not override generate()")
         if task.array:
             from edgeaudio.profiles import get_array
 
@@ -250,10 +254,9 @@ class Conformance:
         _require(archive.is_file(), f"the export wrote no archive at {archive}")
         unpacked = load_bundle(archive, extract_to=self.work / "unpacked")
         _require(unpacked.manifest == bundle.manifest, "the archive's manifest differs from the directory's")
-        audio, rate = self._audio(task)
         backend, precision = self.backends[0], "fp32"
-        direct = load(bundle, backend=backend, precision=precision).process_raw(audio, rate)
-        packed = load(unpacked, backend=backend, precision=precision).process_raw(audio, rate)
+        direct = self._example_raw(task, load(bundle, backend=backend, precision=precision))
+        packed = self._example_raw(task, load(unpacked, backend=backend, precision=precision))
         for name, value in direct.items():
             _require(np.array_equal(value, packed[name]), f"output '{name}' differs between the directory and the .eab archive")
         _require_tamper_refused(bundle, self.work / "tampered")
@@ -262,6 +265,8 @@ class Conformance:
     def _check_bad_input(self, task: Task) -> str:
         from edgeaudio.runtime import load
 
+        if task.inputs == "text":
+            return "not applicable: the task takes a text prompt, not audio"
         bundle = self._bundle(task)
         session = load(bundle, backend=self.backends[0], precision="fp32")
         audio, rate = self._audio(task)
@@ -279,6 +284,8 @@ class Conformance:
     def _check_decode_schema(self, task: Task) -> str:
         from edgeaudio.runtime import load
 
+        if task.inputs == "text":
+            return "not applicable: the task's results carry generated audio"
         bundle = self._bundle(task)
         session = load(bundle, backend=self.backends[0], precision="fp32")
         audio, rate = self._audio(task)
@@ -329,6 +336,12 @@ class Conformance:
         """(backend, precision) pairs built for every graph; a precision the gate dropped is skipped."""
         have = set(bundle.artifacts())
         return [(b, p) for b in self.backends for p in self.precisions if (b, p) in have]
+
+    def _example_raw(self, task: Task, session) -> dict[str, np.ndarray]:
+        """Raw outputs for the example input: the example audio, or for text tasks a fixed prompt."""
+        if task.inputs == "text":
+            return task.generate(session.runner, EXAMPLE_PROMPT, seed=0)
+        return session.process_raw(*self._audio(task))
 
     def _audio(self, task: Task) -> tuple[np.ndarray, int]:
         """The audio every check feeds, taken once (building the graphs may load a model)."""

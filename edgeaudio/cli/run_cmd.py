@@ -6,6 +6,7 @@ speaker. Choices and progress go to stderr, so stdout stays clean for results.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 
@@ -26,13 +27,15 @@ def _resolve_bundle(name: str, backend: str) -> str:
 
 @click.command("run")
 @click.argument("task_or_bundle")
+@click.argument("prompt", required=False)
 @click.option("-i", "--input", "input_spec", help="Audio file, sim:seed=N,seconds=S[,library=PATH], or mic (the default).")
 @click.option("--device", "array", help="Microphone array profile or family (e.g. respeaker); default: the task's array.")
 @click.option("--device-index", type=int, help="PortAudio device to capture from (see `edgeaudio devices --live`).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write results here (JSON lines, or WAV for waveform tasks).")
 @click.option("--udp", help="Send each result as a JSON datagram to host:port.")
 @click.option("--speaker", is_flag=True, help="Play waveform results on the default output device (mic -> model -> speaker).")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), help="Stop after this much audio.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this much audio; for text-to-audio, the length to generate.")
 @click.option("--stats", is_flag=True, help="Print latency, real-time factor and drop counts at the end.")
 @click.option("--json", "as_json", is_flag=True, help='Print the summary as one JSON line {"summary": ...} at the end.')
 @click.option("--backend", default="auto", show_default=True)
@@ -41,16 +44,25 @@ def _resolve_bundle(name: str, backend: str) -> str:
 @click.option("--chunk-ms", default=100.0, show_default=True, help="Chunk length for files and simulated input.")
 @click.option("--every", type=click.FloatRange(min=0, min_open=True),
               help="For tasks without a streaming graph (caption): one result per this many seconds [default: 5].")
+@click.option("--steps", type=click.IntRange(min=1), help="Text-to-audio: sampling steps (default: the task's).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Text-to-audio: noise seed.")
+@click.option("--guidance", type=float, help="Text-to-audio: classifier-free guidance scale (default: the task's).")
 def command(
-    task_or_bundle, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend, precision,
-    stream, chunk_ms, every,
+    task_or_bundle, prompt, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend,
+    precision, stream, chunk_ms, every, steps, seed, guidance,
 ):  # fmt: skip
-    """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array."""
+    """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array;
+    text-to-audio tasks take a PROMPT instead: edgeaudio run tta "a horn honks twice" -o out.wav"""
     from edgeaudio.runtime import load
 
     session = load(_resolve_bundle(task_or_bundle, backend), backend=backend, precision=precision)
     note(f"backend: {session.reason}")
     open_sinks = partial(_open_sinks, session.task, output, udp, speaker)  # opened once the input is
+    if session.task.inputs == "text":
+        _report(_run_prompt(session, prompt, input_spec, open_sinks, seconds, steps, seed, guidance), stats, as_json)
+        return
+    if prompt is not None:
+        raise UsageError(f"task '{session.task.name}' takes audio, not a prompt ('{prompt}')", hint="pass audio with --input FILE")
     if stream:
         summary = _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every)
     else:
@@ -111,6 +123,36 @@ def _run_offline(session, input_spec, open_sinks) -> dict:
     return {"ended": "end", "error": None, "audio_seconds": audio.shape[1] / rate}
 
 
+def _run_prompt(session, prompt, input_spec, open_sinks, seconds, steps, seed, guidance) -> dict:
+    """Generate audio from a text prompt; the WAV goes to --output or the speaker, a JSON line
+    describing it (prompt, seed, steps, warnings, no samples) to stdout."""
+    from edgeaudio.audio.sinks import JsonLinesSink, to_json
+
+    if not prompt:
+        raise UsageError(f"task '{session.task.name}' needs a text prompt", hint=f'edgeaudio run {session.task.name} "a horn honks twice" -o out.wav')
+    if input_spec is not None:
+        raise UsageError(f"task '{session.task.name}' generates audio from its prompt and takes no --input")
+    sinks = open_sinks()
+    if any(isinstance(sink, JsonLinesSink) for sink in sinks):
+        for sink in sinks:
+            sink.close()
+        raise UsageError("text-to-audio writes audio: name a WAV file with --output out.wav or add --speaker")
+    started = time.perf_counter()
+    result = session.generate(prompt, seconds=seconds, steps=steps, seed=seed, guidance=guidance)
+    wall = time.perf_counter() - started
+    for warning in result["warnings"]:
+        note(f"warning: {warning}")
+    for sink in sinks:
+        sink.write([result])
+        sink.close()
+    _note_sinks(sinks)
+    audio_seconds = result["seconds"]
+    note(f"generated {audio_seconds:.1f} s in {wall:.2f} s (real-time factor {wall / audio_seconds:.3f})")
+    click.echo(to_json({k: v for k, v in result.items() if k != "audio"}))
+    return {"ended": "end", "error": None, "audio_seconds": audio_seconds, "wall_seconds": wall, "rtf": wall / audio_seconds,
+            "generated": True}  # fmt: skip
+
+
 def _note_sinks(sinks) -> None:
     for sink in sinks:
         if line := sink.summary():
@@ -129,6 +171,8 @@ def _report(summary: dict, stats: bool, as_json: bool) -> None:
 
 def _stats_lines(summary: dict) -> list[str]:
     """The summary for people: what ran, how fast, how late, what was lost."""
+    if summary.get("generated"):
+        return [f"generated {summary['audio_seconds']:.1f} s in {summary['wall_seconds']:.2f} s, real-time factor {summary['rtf']:.4f}"]
     if "rtf" not in summary:
         return [f"offline: {summary['audio_seconds']:.1f} s of audio in one call"]
     ms = summary["latency_ms"]

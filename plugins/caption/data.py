@@ -123,8 +123,14 @@ class CaptionedClip:
 # -- composition ----------------------------------------------------------------------------------
 
 
-def compose_scene(library, rng: np.random.Generator, seconds: float = CLIP_SECONDS, augment: bool = False) -> tuple[np.ndarray, Scene]:
-    """One mono mixture and its structure. ``library`` is an EventLibrary at 16 kHz.
+CLASS_COUNTS = (0.3, 0.35, 0.25, 0.1)  # probabilities of 1, 2, 3 and 4 classes in a composed clip
+
+
+def compose_scene(
+    library, rng: np.random.Generator, seconds: float = CLIP_SECONDS, augment: bool = False, class_counts=CLASS_COUNTS
+) -> tuple[np.ndarray, Scene]:
+    """One mono mixture and its structure. ``library`` is an EventLibrary at 16 kHz;
+    ``class_counts``: the probabilities of 1, 2, 3 and 4 classes.
 
     ``augment`` (training): every drawn clip is replayed at a random speed (0.8-1.25x, pitch and
     length together) and tilted in spectrum, so a library of a few hundred recordings yields many
@@ -132,7 +138,7 @@ def compose_scene(library, rng: np.random.Generator, seconds: float = CLIP_SECON
     rate = library.sample_rate
     total = int(seconds * rate)
     classes = [c for c in library.classes if library.clips(c)]
-    n_classes = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1]))
+    n_classes = int(rng.choice([1, 2, 3, 4], p=list(class_counts)))
     chosen = [str(c) for c in rng.choice(classes, size=min(n_classes, len(classes)), replace=False)]
     far = [i > 0 and rng.random() < 0.3 for i in range(len(chosen))]
     foreground = [c for c, f in zip(chosen, far) if not f]
@@ -164,7 +170,8 @@ def compose_scene(library, rng: np.random.Generator, seconds: float = CLIP_SECON
             event.lengths.append(round(min(len(piece) / rate, seconds - onset), 3))
         cursor = start + span
         anchor = anchor or (start, start + span)
-        scene.events.append(event)
+        if event.onsets:  # a short clip may have no room left for a later class
+            scene.events.append(event)
     for label in [c for c, f in zip(chosen, far) if f]:
         clip = _draw(library, label, rng, augment)
         onset = float(rng.uniform(0.0, max(0.0, seconds - len(clip) / rate)))

@@ -1,0 +1,118 @@
+"""Text-to-audio judged by an independent classifier: accuracy on prompted classes, Frechet
+distance to real clips, diversity across seeds and real-time factor, per backend.
+
+    python benchmarks/tta_eval.py [--per-class 4] [--seeds 4] [--steps 8] [--threads 2] [--json tta.json] [--bundle DIR]
+
+The judge (plugins/tta/weights/judge.safetensors) was trained only on real recordings of the
+event library's training half; its accuracy on every held-out real recording is the ceiling.
+For each backend x precision of the bundle (default: the shipped weights exported for this host,
+fp32 and whatever INT8 passed the gate) the generator makes, with seed 0:
+- ``--per-class`` single-event prompts per class (each class's own phrasings, "a horn honks",
+  "the sound of a car horn"); accuracy = the judge's top-1 class is the prompted one;
+- 20 two-event prompts ("a horn honks, then someone types"): both classes in the judge's top 3;
+- Frechet distance (judge embedding) from the single-event clips to the held-out real recordings,
+  beside the same distance between the training-half and held-out real recordings;
+- diversity: mean pairwise cosine distance between ``--seeds`` seeds of one prompt, per class,
+  beside the same measure over different real recordings of one class;
+- the median wall time of one 5 s clip (text encoder + steps x flow + vocoder), and its RTF.
+Prints the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import edgeaudio
+from edgeaudio.exporters.pipeline import export_task, plan_export
+from edgeaudio.plugins.caption.train import open_library
+from edgeaudio.plugins.tta.data import single_event_prompts, two_event_prompts
+from edgeaudio.plugins.tta.judge import held_out_windows, judge_audio, load_judge
+from edgeaudio.plugins.tta.metrics import frechet_distance, mean_pairwise_cosine_distance
+from edgeaudio.tasks import get_task
+
+
+def within_class_diversity(embeddings: np.ndarray, labels: list[str]) -> float:
+    values = [mean_pairwise_cosine_distance(embeddings[[l == c for l in labels]]) for c in sorted(set(labels))
+              if sum(l == c for l in labels) >= 2]  # fmt: skip
+    return float(np.mean(values))
+
+
+def timed(session, steps: int, repeats: int = 5) -> float:
+    session.generate("a horn honks twice", seconds=5.0, steps=steps)  # warm-up
+    wall = []
+    for seed in range(repeats):
+        started = time.perf_counter()
+        session.generate("a horn honks twice", seconds=5.0, steps=steps, seed=seed)
+        wall.append(time.perf_counter() - started)
+    return float(np.median(wall))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-class", type=int, default=4, help="single-event prompts per class (default 4)")
+    parser.add_argument("--seeds", type=int, default=4, help="seeds per prompt for diversity (default 4)")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the task's, 8)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per backend (default 2)")
+    parser.add_argument("--bundle", type=Path, help="an exported tta bundle (default: export the shipped weights)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    judge, classes = load_judge()
+    real_test, real_labels = held_out_windows(open_library(held_out=True))
+    real_train, train_labels = held_out_windows(open_library(held_out=False))
+    test_probs, test_emb = judge_audio(judge, real_test)
+    _, train_emb = judge_audio(judge, real_train)
+    ceiling = float(np.mean([classes[i] == t for i, t in zip(test_probs.argmax(1), real_labels)]))
+    reference = {"ceiling_accuracy": ceiling, "fd_real_train_vs_held_out": frechet_distance(train_emb, test_emb),
+                 "diversity_real_within_class": within_class_diversity(test_emb, real_labels)}  # fmt: skip
+    print(f"judge on {len(real_test)} held-out real recordings: accuracy {ceiling:.3f}", flush=True)
+
+    bundle = args.bundle
+    if bundle is None:
+        plan, _ = plan_export("x86-cpu", ["fp32", "int8"], ["onnxruntime", "openvino"])
+        bundle = Path(tempfile.mkdtemp(prefix="tta-bench-")) / "bundle"
+        export_task(get_task("tta"), plan, bundle, log=lambda m: print(m, flush=True))
+    singles = single_event_prompts(classes, args.per_class)
+    doubles = two_event_prompts(classes, 20, seed=5)
+    rows = []
+    for backend, precision in edgeaudio.load(bundle, backend="torch").bundle.artifacts():
+        session = edgeaudio.load(bundle, backend=backend, precision=precision, threads=args.threads)
+        steps = args.steps or session.task.config["steps"]
+        make = lambda prompt, seed=0: session.generate(prompt, steps=steps, seed=seed)["audio"][0]  # noqa: E731
+        probs, emb = judge_audio(judge, np.stack([make(p) for p, _ in singles]))
+        single = float(np.mean([classes[i] == label for i, (_, label) in zip(probs.argmax(1), singles)]))
+        top3 = np.argsort(-judge_audio(judge, np.stack([make(p) for p, _ in doubles]))[0], axis=1)[:, :3]
+        double = float(np.mean([all(classes.index(c) in row for c in pair) for row, (_, pair) in zip(top3, doubles)]))
+        per_seed = [judge_audio(judge, np.stack([make(prompt, s) for s in range(args.seeds)]))[1]
+                    for prompt, _ in single_event_prompts(classes, 1)]  # fmt: skip
+        diversity = float(np.mean([mean_pairwise_cosine_distance(e) for e in per_seed]))
+        wall = timed(session, steps)
+        rows.append({"system": f"{backend}/{precision}", "single_event_accuracy": single, "two_event_top3": double,
+                     "fd_to_real": frechet_distance(emb, test_emb), "diversity": diversity,
+                     "seconds_per_5s_clip": wall, "rtf": wall / 5.0, "steps": steps})  # fmt: skip
+        print(f"{backend}/{precision}: single {single:.3f}, two-event {double:.3f}, 5 s clip {wall:.3f} s", flush=True)
+    print(f"\n{len(singles)} single-event and {len(doubles)} two-event prompts, {args.threads} thread(s), {os.cpu_count()} CPUs")
+    print(f"judge ceiling (held-out real recordings): {ceiling:.3f}; chance: {1 / len(classes):.3f}; "
+          f"FD real train vs held-out: {reference['fd_real_train_vs_held_out']:.1f}; "
+          f"real within-class diversity: {reference['diversity_real_within_class']:.3f}\n")  # fmt: skip
+    print("| system | single-event accuracy | two-event, both in top 3 | FD to real | diversity across seeds | 5 s clip, s | RTF |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['system']} | {r['single_event_accuracy']:.3f} | {r['two_event_top3']:.3f} | {r['fd_to_real']:.1f} | "
+              f"{r['diversity']:.3f} | {r['seconds_per_5s_clip']:.3f} | {r['rtf']:.3f} |")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"reference": reference, "rows": rows, "threads": args.threads}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

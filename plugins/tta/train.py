@@ -1,0 +1,245 @@
+"""Training the text-to-audio parts: the judge, the vocoder and the generator (text encoder + flow).
+
+``edgeaudio train tta -o DIR --part judge|vocoder|generator|all``. Each part trains on its own in
+``DIR/<part>-run`` (progress, checkpoints, resume) and the parts meet in ``DIR/tta.safetensors``
+once the vocoder and the generator both exist. The vocoder learns mel -> audio from composed
+clips of real recordings with spectral losses only; the generator learns the rectified flow from
+noise to the normalised log-mel of composed clips, conditioned on one of their captions (or, one
+time in ten, on the empty prompt, which classifier-free guidance needs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgeaudio.errors import UsageError
+from edgeaudio.plugins.tta.data import compose_set
+from edgeaudio.plugins.tta.model import HOP, PATCH, LogMel
+
+SLICE = 250
+PARTS = ("judge", "vocoder", "generator", "all")
+VOCODER_FRAMES = 64  # 1 s crops
+PROMPT_DROPOUT = 0.1
+
+
+def train_tta(
+    task,
+    out_dir: str | Path,
+    part: str = "all",
+    clips: int = 3000,
+    epochs: int = 30,
+    vocoder_epochs: int = 15,
+    judge_epochs: int = 25,
+    seed: int = 0,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    library: str | None = None,
+    threads: int | None = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    if part not in PARTS:
+        raise UsageError(f"unknown part '{part}'", hint=f"choose one of {', '.join(PARTS)}")
+    if threads:
+        torch.set_num_threads(int(threads))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    done: dict[str, Any] = {}
+    if part in ("judge", "all"):
+        from edgeaudio.plugins.tta.judge import train_judge
+
+        done["judge"] = train_judge(out, judge_epochs, seed, library=library, progress=progress, log=log)
+    if part in ("vocoder", "all"):
+        done["vocoder"] = train_vocoder(task, out, vocoder_epochs, seed, library, progress, log)
+    if part in ("generator", "all"):
+        done["generator"] = train_generator(task, out, clips, epochs, seed, batch_size, lr, library, progress, log)
+    if (out / "vocoder.safetensors").is_file() and (out / "generator.safetensors").is_file():
+        done["weights"] = str(assemble(task, out, log))
+    return done
+
+
+def normalizer(task) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Audio [B, samples] -> the generator's normalised log-mel [B, mels, frames]."""
+    frontend = LogMel(task.sample_rate, task.config["n_mels"])
+    mean, std = task.config["mel_mean"], task.config["mel_std"]
+    return lambda audio: (frontend(audio) - mean) / std
+
+
+# -- vocoder --------------------------------------------------------------------------------------------
+
+
+class AudioCrops(torch.utils.data.Dataset):
+    """Random 1 s crops of composed clips, ``repeats`` per clip per epoch."""
+
+    def __init__(self, audio: np.ndarray, samples: int, repeats: int = 4):
+        self.audio, self.samples, self.repeats = audio, samples, repeats
+
+    def __len__(self) -> int:
+        return len(self.audio) * self.repeats
+
+    def __getitem__(self, index: int):
+        clip = self.audio[index % len(self.audio)]
+        start = np.random.randint(len(clip) - self.samples + 1)
+        return torch.from_numpy(clip[start : start + self.samples].copy())
+
+
+def spectral_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1 at three resolutions."""
+    total = output.new_zeros(())
+    for n_fft in (512, 1024, 2048):
+        window = torch.hann_window(n_fft, device=output.device)
+        a = torch.stft(output, n_fft, n_fft // 4, window=window, return_complex=True).abs() + 1e-5
+        b = torch.stft(target, n_fft, n_fft // 4, window=window, return_complex=True).abs() + 1e-5
+        total = total + torch.linalg.norm(b - a) / torch.linalg.norm(b) + F.l1_loss(a.log(), b.log())
+    return total / 3
+
+
+def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, log) -> dict[str, Any]:
+    from edgeaudio.plugins.caption.train import open_library
+    from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
+
+    log("vocoder: composing 600 training clips and 40 held-out clips")
+    train_audio = np.stack([c.audio for c in compose_set(open_library(library, held_out=False), 600, seed + 10)])
+    test_audio = torch.from_numpy(np.stack([c.audio for c in compose_set(open_library(library, held_out=True), 40, seed + 11, augment=False)]))
+    to_mel = normalizer(task)
+    samples = VOCODER_FRAMES * HOP
+    seed_everything(seed)
+    vocoder = task.build_model().vocoder
+
+    def loss_fn(net, audio):
+        mel = to_mel(audio)[:, :, :VOCODER_FRAMES]
+        output = net(mel)[:, 0]
+        mel_l1 = F.l1_loss(to_mel(output)[:, :, :VOCODER_FRAMES], mel)
+        spectral = spectral_loss(output, audio)
+        return spectral + 0.5 * mel_l1, {"mel_l1": mel_l1.detach(), "spectral": spectral.detach()}
+
+    def val_fn(net):
+        mel = to_mel(test_audio[:, :-16])  # whole frames: 312 of them
+        frames = mel.shape[2] // PATCH * PATCH
+        output = net(mel[:, :, :frames])[:, 0]
+        return {"mel_l1": float(F.l1_loss(to_mel(output)[:, :, 4 : frames - 4], mel[:, :, 4 : frames - 4])),
+                "spectral": float(spectral_loss(output, test_audio[:, : output.shape[1]]))}  # fmt: skip
+
+    config = TrainConfig(out / "vocoder-run", epochs=epochs, batch_size=16, lr=1e-3, weight_decay=1e-4, seed=seed,
+                         grad_clip=1.0, best_metric="val_mel_l1", best_mode="min", progress=progress, device="cpu")  # fmt: skip
+    factory, on_epoch_end = cosine_adamw(config.lr, epochs, floor=0.05)
+    result = fit(vocoder, AudioCrops(train_audio, samples), loss_fn, config, val_fn=val_fn,
+                 optimizer_factory=factory, on_epoch_end=on_epoch_end)  # fmt: skip
+    load_weights(vocoder, result.best_checkpoint or result.last_checkpoint)
+    metrics = val_fn(vocoder.eval())
+    save_weights(vocoder, out / "vocoder.safetensors")
+    log("vocoder held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    return {"held_out": metrics, "history": result.history, "train_clips": 600, "seed": seed + 10}
+
+
+# -- generator ------------------------------------------------------------------------------------------
+
+
+class PromptedMels(torch.utils.data.Dataset):
+    """(normalised mel [mels, frames], token ids [max_tokens]): a random one of the clip's captions,
+    or the empty prompt with probability ``PROMPT_DROPOUT``."""
+
+    def __init__(self, mels: torch.Tensor, prompts: list[list[str]], vocab, max_tokens: int):
+        self.mels, self.prompts, self.vocab, self.max_tokens = mels, prompts, vocab, max_tokens
+
+    def __len__(self) -> int:
+        return len(self.mels)
+
+    def __getitem__(self, index: int):
+        prompts = self.prompts[index]
+        text = "" if np.random.random() < PROMPT_DROPOUT else prompts[np.random.randint(len(prompts))]
+        return self.mels[index], torch.tensor(pad_tokens(self.vocab.encode(text, self.max_tokens), self.max_tokens, self.vocab.pad))
+
+
+def pad_tokens(ids: list[int], length: int, pad: int) -> list[int]:
+    return ids + [pad] * (length - len(ids))
+
+
+def flow_loss(text_encoder, flow, mel: torch.Tensor, tokens: torch.Tensor, pad: int, generator=None) -> torch.Tensor:
+    """Rectified-flow loss with logit-normal flow times (more weight mid-path, as in SD3)."""
+    noise = torch.randn(mel.shape, generator=generator)
+    t = torch.sigmoid(torch.randn(mel.shape[0], generator=generator))
+    x = (1 - t[:, None, None]) * noise + t[:, None, None] * mel
+    mask = (tokens != pad).float()
+    velocity = flow(x, t, text_encoder(tokens), mask)
+    return F.mse_loss(velocity, mel - noise)
+
+
+def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log) -> tuple[torch.Tensor, list[list[str]], list[list[str]]]:
+    from edgeaudio.plugins.caption.train import open_library
+
+    lib = open_library(library, held_out=held_out)
+    frontend = LogMel(task.sample_rate, task.config["n_mels"])
+    mels, prompts, labels = [], [], []
+    for first in range(0, count, SLICE):
+        part = compose_set(lib, min(SLICE, count - first), seed, first=first, augment=not held_out)
+        with torch.inference_mode():
+            mel = frontend(torch.from_numpy(np.stack([c.audio for c in part])))
+        mels.append(mel[:, :, : mel.shape[2] // PATCH * PATCH])
+        prompts += [c.prompts for c in part]
+        labels += [c.labels for c in part]
+        log(f"  composed {first + len(part)}/{count} clips")
+    return torch.cat(mels), prompts, labels
+
+
+def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_size: int, lr: float, library, progress, log) -> dict[str, Any]:
+    from edgeaudio.plugins.caption.train import library_packages, open_library
+    from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
+
+    log(f"generator: composing {clips} training clips (augmented) and 100 held-out clips")
+    mels, prompts, _ = _mel_corpus(task, library, clips, seed, False, log)
+    test_mels, test_prompts, _ = _mel_corpus(task, library, 100, seed + 1, True, log)
+    mean, std = task.config["mel_mean"], task.config["mel_std"]
+    task.config.update(seed=seed)
+    mels, test_mels = (mels - mean) / std, (test_mels - mean) / std
+    vocab = task.vocabulary
+    seed_everything(seed)
+    net = task.build_model()
+    generator = torch.nn.ModuleDict({"text": net.text, "flow": net.flow})
+    max_tokens, pad = task.config["max_tokens"], vocab.pad
+    log(f"generator: {sum(p.numel() for p in generator.parameters()) / 1e6:.2f} M parameters")
+    test_tokens = torch.tensor([pad_tokens(vocab.encode(p[0], max_tokens), max_tokens, pad) for p in test_prompts])
+
+    def loss_fn(model, batch):
+        mel, tokens = batch
+        return flow_loss(model["text"], model["flow"], mel, tokens, pad)
+
+    def val_fn(model):
+        return {"flow_loss": float(flow_loss(model["text"], model["flow"], test_mels, test_tokens, pad, torch.Generator().manual_seed(0)))}
+
+    config = TrainConfig(out / "generator-run", epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed,
+                         grad_clip=1.0, best_metric="val_flow_loss", best_mode="min", progress=progress, device="cpu")  # fmt: skip
+    factory, on_epoch_end = cosine_adamw(lr, epochs, floor=0.05)
+    result = fit(generator, PromptedMels(mels, prompts, vocab, max_tokens), loss_fn, config, val_fn=val_fn,
+                 optimizer_factory=factory, on_epoch_end=on_epoch_end)  # fmt: skip
+    load_weights(generator, result.last_checkpoint)
+    metrics = val_fn(generator.eval())
+    save_weights(generator, out / "generator.safetensors")
+    info = {"held_out": metrics, "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
+            "library_packages": library_packages(open_library(library, held_out=False).root)}  # fmt: skip
+    (out / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
+    log(f"generator held-out flow loss {metrics['flow_loss']:.4f}")
+    return info
+
+
+def assemble(task, out: Path, log) -> Path:
+    """Vocoder + generator weights -> ``tta.safetensors`` with a sidecar holding the config."""
+    from edgeaudio.training import load_weights, save_weights
+
+    info = json.loads((out / "generator.json").read_text())
+    task.config.update(seed=info["seed"])
+    net = task.build_model()
+    load_weights(torch.nn.ModuleDict({"text": net.text, "flow": net.flow}), out / "generator.safetensors")
+    load_weights(net.vocoder, out / "vocoder.safetensors")
+    weights = out / "tta.safetensors"
+    save_weights(net, weights)
+    sidecar = {"config": task.config, "generator": {k: v for k, v in info.items() if k != "history"}}
+    weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    log(f"wrote {weights}")
+    return weights

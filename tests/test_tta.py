@@ -1,0 +1,234 @@
+"""The text-to-audio plugin: judge-side metrics, the in-graph inverse STFT, prompt handling, the
+three-graph bundle giving the same audio for a seed on torch, ONNX Runtime and OpenVINO, the CLI,
+and a tiny train -> export -> run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+sf = pytest.importorskip("soundfile")
+
+from edgeaudio.plugins.tta.metrics import frechet_distance, mean_pairwise_cosine_distance  # noqa: E402
+
+# a fixed-seed small model: fast to export, independent of the shipped weights
+SMALL = {"width": 32, "heads": 2, "text_layers": 1, "flow_layers": 1, "vocoder_width": 32, "vocoder_layers": 1,
+         "steps": 3, "seed": 3}  # fmt: skip
+CHECKS = ("metadata", "graphs", "export_parity", "bundle_round_trip")
+
+
+@pytest.fixture(scope="module")
+def tta_plugin():
+    """The plugin as the entry point loads it; registered here when this install predates it."""
+    import edgeaudio.plugins.tta as plugin
+    from edgeaudio import registry
+
+    added = registry.get_plugin_manager().get_plugin("tta") is None
+    if added:
+        registry.register(plugin, "tta")
+    yield plugin
+    if added:
+        registry.unregister("tta")
+
+
+@pytest.fixture(scope="module")
+def small_task(tta_plugin):
+    from edgeaudio.tasks import get_task
+
+    return get_task("tta", SMALL)
+
+
+@pytest.fixture(scope="module")
+def small_model(small_task):
+    """The small model with non-zero output layers (a fresh flow network outputs zeros)."""
+    model = small_task.build_model()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in (model.flow.patch_out, model.flow.modulation_out, *(b.modulation for b in model.flow.blocks)):
+            module.weight.copy_(0.05 * torch.randn(module.weight.shape, generator=generator))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def bundle(small_task, small_model, tmp_path_factory):
+    from edgeaudio.exporters.pipeline import export_task, plan_export
+    from edgeaudio.training import save_weights
+
+    root = tmp_path_factory.mktemp("tta")
+    save_weights(small_model, root / "small.safetensors")
+    plan, _ = plan_export("x86-cpu", precisions=["fp32"])
+    export_task(small_task, plan, root / "bundle", checkpoint=str(root / "small.safetensors"), log=lambda m: None)
+    return root / "bundle"
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def test_frechet_distance_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shifted = a + np.array([3.0, 0.0, 4.0])  # same covariance, mean moved by a length-5 vector
+    assert frechet_distance(a, shifted) == pytest.approx(25.0, rel=1e-6)
+    scaled = 2.0 * a  # covariance 4I vs I: trace(I + 4I - 2 * 2I) = 3
+    assert frechet_distance(a, scaled) == pytest.approx(3.0, rel=0.05)
+
+
+def test_diversity_known_values():
+    assert mean_pairwise_cosine_distance(np.ones((3, 4))) == pytest.approx(0.0, abs=1e-12)
+    assert mean_pairwise_cosine_distance(np.eye(3)) == pytest.approx(1.0)
+    assert mean_pairwise_cosine_distance(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        mean_pairwise_cosine_distance(np.ones((1, 4)))
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+
+def test_inverse_stft_reconstructs_what_the_analysis_saw():
+    from edgeaudio.plugins.tta.model import HOP, N_FFT, InverseStft, hann
+
+    audio = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 40 * HOP)).astype(np.float32))
+    window = torch.from_numpy(hann(N_FFT).astype(np.float32))
+    spec = torch.stft(audio, N_FFT, HOP, window=window, center=True, return_complex=True)[:, :, :40]
+    out = InverseStft()(torch.cat([spec.real, spec.imag], dim=1))
+    assert out.shape == (2, 1, 40 * HOP)
+    inner = slice(0, 40 * HOP - N_FFT)  # the last frames' windows run past the 40 kept frames
+    assert torch.max(torch.abs(out[:, 0, inner] - audio[:, inner])) < 1e-4
+
+
+def test_default_model_is_under_twenty_million_parameters(tta_plugin):
+    from edgeaudio.tasks import get_task
+
+    model = get_task("tta").build_model()
+    assert sum(p.numel() for p in model.parameters()) <= 20_000_000
+
+
+def test_flow_velocity_has_the_mel_shape(small_task, small_model):
+    tokens = torch.from_numpy(small_task.prompt_batch("a horn honks twice"))
+    text = small_model.text(tokens)
+    mel = torch.randn(2, small_task.config["n_mels"], 24)
+    velocity = small_model.flow(mel, torch.tensor([0.1, 0.9]), text, (tokens != 0).float())
+    assert velocity.shape == mel.shape and torch.all(torch.isfinite(velocity))
+
+
+def test_padding_tokens_do_not_change_the_velocity(small_task, small_model):
+    """The empty prompt padded to the prompt's length must mean the same as the empty prompt alone."""
+    tokens = torch.from_numpy(small_task.prompt_batch("a horn honks twice"))
+    short = tokens[1:, :2]
+    mel, t = torch.randn(1, small_task.config["n_mels"], 16), torch.tensor([0.5])
+    padded = small_model.flow(mel, t, small_model.text(tokens[1:]), (tokens[1:] != 0).float())
+    alone = small_model.flow(mel, t, small_model.text(short), torch.ones(1, 2))
+    assert torch.allclose(padded, alone, atol=1e-5)
+
+
+# -- prompts ---------------------------------------------------------------------------------------
+
+
+def test_prompt_warnings(small_task):
+    assert small_task.prompt_warnings("A horn honks twice, then someone types.") == []
+    unknown = small_task.prompt_warnings("a door knocks three times")
+    assert any("door, knocks" in w for w in unknown) and any("names no sound" in w for w in unknown)
+
+
+def test_prompt_batch_pairs_the_prompt_with_the_empty_prompt(small_task):
+    vocab = small_task.vocabulary
+    tokens = small_task.prompt_batch("music plays")
+    assert tokens.shape == (2, 4)
+    assert tokens[1].tolist() == [vocab.bos, vocab.eos, vocab.pad, vocab.pad]
+
+
+# -- bundle, backends, CLI ---------------------------------------------------------------------------
+
+
+def test_conformance(small_task, tmp_path):
+    from edgeaudio.testing import Conformance
+
+    suite = Conformance("tta", SMALL, tmp_path, ["onnxruntime", "openvino"], ["fp32"])
+    for check in CHECKS:
+        suite.run(check)
+    assert set(suite.report.passed) == set(CHECKS)
+
+
+def test_same_audio_for_a_seed_on_every_backend(bundle):
+    import edgeaudio
+
+    audio = {}
+    for backend in ("torch", "onnxruntime", "openvino"):
+        session = edgeaudio.load(bundle, backend=backend, precision="fp32")
+        result = session.generate("a horn honks twice", seconds=1.0, seed=7)
+        assert result["audio"].shape == (1, 16000) and result["seed"] == 7 and result["warnings"] == []
+        audio[backend] = result["audio"]
+    assert np.max(np.abs(audio["onnxruntime"] - audio["torch"])) < 1e-3
+    assert np.max(np.abs(audio["openvino"] - audio["torch"])) < 1e-3
+    again = edgeaudio.load(bundle, backend="onnxruntime").generate("a horn honks twice", seconds=1.0, seed=7)["audio"]
+    assert np.array_equal(again, audio["onnxruntime"])
+    other = edgeaudio.load(bundle, backend="onnxruntime").generate("a horn honks twice", seconds=1.0, seed=8)["audio"]
+    assert np.max(np.abs(other - audio["onnxruntime"])) > 1e-3
+
+
+def test_bundle_carries_three_graphs_and_the_vocabulary(bundle, small_task):
+    from edgeaudio.bundle import load_bundle
+
+    manifest = load_bundle(bundle).manifest
+    assert [g["name"] for g in manifest["graphs"]] == ["text_encoder", "flow", "vocoder"]
+    assert manifest["provenance"]["config"]["vocab"] == small_task.config["vocab"]
+
+
+def test_generate_checks_its_options(bundle):
+    import edgeaudio
+    from edgeaudio.errors import UsageError
+
+    session = edgeaudio.load(bundle, backend="onnxruntime")
+    with pytest.raises(UsageError, match="--seconds"):
+        session.generate("music plays", seconds=60)
+    with pytest.raises(UsageError, match="--steps"):
+        session.generate("music plays", steps=0)
+    with pytest.raises(UsageError, match="text prompt, not audio"):
+        session.process(np.zeros(16000, np.float32), 16000)
+
+
+def test_cli_writes_a_wav_and_warns_about_an_unknown_sound(bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeaudio.cli import cli
+
+    out = tmp_path / "knock.wav"
+    result = CliRunner().invoke(cli, ["run", str(bundle), "a door knocks three times", "-o", str(out), "--seconds", "1.5",
+                                      "--steps", "2", "--seed", "4", "--backend", "onnxruntime"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    audio, rate = sf.read(out)
+    assert rate == 16000 and len(audio) == 24000 and np.all(np.isfinite(audio))
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line["prompt"] == "a door knocks three times" and line["seed"] == 4 and line["steps"] == 2
+    assert "names no sound" in result.stderr and "warning" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "needs a text prompt"),
+        (["music plays"], "--output out.wav"),
+        (["music plays", "-o", "x.wav", "--input", "in.wav"], "takes no --input"),
+    ],
+)
+def test_cli_refuses_what_it_cannot_do(bundle, tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from edgeaudio.cli import cli
+
+    args = [a.replace("x.wav", str(tmp_path / "x.wav")) for a in args]
+    result = CliRunner().invoke(cli, ["run", str(bundle), *args])
+    assert result.exit_code != 0 and message in result.output
+
+
+def test_audio_tasks_refuse_a_prompt(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeaudio.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "caption", "a horn honks"])
+    assert result.exit_code != 0 and "takes audio, not a prompt" in result.output
