@@ -66,11 +66,26 @@ class LoadedGraph:
         frames = {name: value for name, value in out.items() if name not in {p.output for p in self.state}}
         return frames, next_state
 
-    def run_offline(self, audio: np.ndarray) -> dict[str, np.ndarray]:
+    def run_offline(self, audio: np.ndarray, latency: int = 0) -> dict[str, np.ndarray]:
+        """A whole clip from zero state, followed by ``latency`` samples of silence so that a
+        graph whose output lags its input lets every input sample out; the frames are cut to
+        those the clip accounts for (``frames_for``), which is what a flushed Stream gives."""
         streaming = self._require_streaming()
-        padded = pad_to_block(audio, streaming.block)
+        padded = pad_to_block(np.pad(audio, ((0, 0), (0, latency))), streaming.block)
         frames, _ = self.step(padded, self.initial_state())
-        return frames
+        return self.cut(frames, 0, self.frames_for(audio.shape[1] + latency))
+
+    def frames_for(self, samples: int) -> int:
+        """Output frames that ``samples`` input samples account for (a partial block counts)."""
+        streaming = self._require_streaming()
+        return -(-samples * streaming.frames_per_block // streaming.block)
+
+    def cut(self, frames: dict[str, np.ndarray], first: int, limit: int) -> dict[str, np.ndarray]:
+        """``frames`` starting at output frame ``first``, without those at or after ``limit``."""
+        axes = self._require_streaming().time_axes
+        keep = max(limit - first, 0)
+        return {name: np.take(value, range(min(keep, value.shape[axes.get(name, 1)])), axis=axes.get(name, 1))
+                for name, value in frames.items()}  # fmt: skip
 
 
 def pad_to_block(audio: np.ndarray, block: int) -> np.ndarray:
@@ -183,6 +198,8 @@ class Stream:
     def accept(self, chunk: np.ndarray, sample_rate: int | None = None) -> list[Any]:
         """Add audio [channels, samples]; run every whole block; return the new decoded results."""
         task = self.session.task
+        if self._buffer is None:
+            raise UsageError("this stream was flushed (end of input); open a new one with session.stream()")
         chunk = task.prepare_audio(chunk, task.sample_rate if sample_rate is None else sample_rate)
         self.samples_in += chunk.shape[1]
         self._buffer = np.concatenate([self._buffer, chunk], axis=1)
@@ -193,17 +210,22 @@ class Stream:
         return self._run(ready)
 
     def flush(self) -> list[Any]:
-        """Pad and run the last partial block (end of input)."""
-        if self._buffer is None or self._buffer.shape[1] == 0:
+        """End of input: run the last partial block plus ``task.latency`` samples of silence, so
+        every input sample comes out of a lagging graph, keeping only the frames the input
+        accounts for. A flushed stream is finished: later flushes return nothing."""
+        latency = self.session.task.latency
+        if self._buffer is None or (self._buffer.shape[1] == 0 and latency == 0):
             return []
-        ready = pad_to_block(self._buffer, self.block)
-        self._buffer = self._buffer[:, :0]
-        return self._run(ready)
+        ready = pad_to_block(np.pad(self._buffer, ((0, 0), (0, latency))), self.block)
+        self._buffer = None
+        return self._run(ready, limit=self.graph.frames_for(self.samples_in + latency))
 
-    def _run(self, audio: np.ndarray) -> list[Any]:
+    def _run(self, audio: np.ndarray, limit: int | None = None) -> list[Any]:
         start = time.perf_counter()
         frames, self._state = self.graph.step(audio, self._state)
         self.compute_seconds += time.perf_counter() - start
+        if limit is not None:
+            frames = self.graph.cut(frames, self._frame_index, limit)
         axes = self.graph.streaming.time_axes
         for name, value in frames.items():
             self._frames.setdefault(name, []).append(value)
@@ -243,6 +265,8 @@ class WindowedStream:
 
     def accept(self, chunk: np.ndarray, sample_rate: int | None = None) -> list[Any]:
         task = self.session.task
+        if self._buffer is None:
+            raise UsageError("this stream was flushed (end of input); open a new one with session.stream()")
         chunk = task.prepare_audio(chunk, task.sample_rate if sample_rate is None else sample_rate)
         self.samples_in += chunk.shape[1]
         self._buffer = np.concatenate([self._buffer, chunk], axis=1)

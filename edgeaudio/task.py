@@ -137,7 +137,9 @@ class Task:
     Identity: ``name`` (CLI name, unique), ``version`` (bumped when graphs change meaning),
     ``sample_rate``, ``channels`` (1 for mono; the array's mic count for array tasks),
     ``array`` (profile name the model was trained for, or None), ``description``,
-    ``inputs``: "audio" (``process``/streaming) or "text" (``generate``: audio from a prompt).
+    ``inputs``: "audio" (``process``/streaming) or "text" (``generate``: audio from a prompt),
+    ``latency``: samples by which the streaming graph's output lags its input (0 for most); at the
+    end of an input the runtime feeds that much silence so the last input samples come out.
     """
 
     name: str = ""
@@ -147,6 +149,7 @@ class Task:
     channels: int = 1
     array: str | None = None
     inputs: str = "audio"
+    latency: int = 0
     gate: MetricGate | None = None
 
     def __init__(self, config: Mapping[str, Any] | None = None):
@@ -219,9 +222,9 @@ class Task:
         return audio
 
     def process(self, runner: "Runner", audio: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs for a whole clip. Default: run the streaming graph once from zero state."""
-        graph = runner.streaming_graph()
-        return graph.run_offline(audio)
+        """Raw outputs for a whole clip. Default: the streaming graph once from zero state, with
+        ``latency`` samples of silence after the clip (what a flushed stream gives)."""
+        return runner.streaming_graph().run_offline(audio, self.latency)
 
     def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0) -> Any:
         """Raw graph outputs -> user-facing results (events, waveforms, text). JSON-friendly.

@@ -186,15 +186,15 @@ def test_stream_equals_session(bwe_plugin, bwe_bundle, backend, chunk):
     assert offline.shape == (1, 1, clip.shape[1] + task.latency)
     stream = session.stream()
     results = []
-    fed = np.pad(clip, ((0, 0), (0, task.latency)))  # the look-ahead's worth of silence ends the input
-    for offset in range(0, fed.shape[1], chunk):
-        results.extend(stream.accept(fed[:, offset : offset + chunk]))
-    results.extend(stream.flush())
+    for offset in range(0, clip.shape[1], chunk):
+        results.extend(stream.accept(clip[:, offset : offset + chunk]))
+    results.extend(stream.flush())  # feeds the look-ahead's worth of silence itself
     streamed = stream.outputs()["wideband"]
-    np.testing.assert_allclose(streamed[:, :, : offline.shape[2]], offline, atol=1e-5)
+    assert streamed.shape == offline.shape
+    np.testing.assert_allclose(streamed, offline, atol=1e-5)
     aligned = task.results_to_audio(session.process(clip, SAMPLE_RATE))
     assert aligned.shape == clip.shape
-    np.testing.assert_allclose(task.results_to_audio(results)[:, : clip.shape[1]], aligned, atol=1e-5)
+    np.testing.assert_allclose(task.results_to_audio(results), aligned, atol=1e-5)
     assert next(r["start_sample"] for r in results if r["audio"].shape[1]) == 0
 
 

@@ -56,6 +56,29 @@ def test_partial_last_block_is_padded_like_offline(tiny_bundle, tiny_plugin):
     np.testing.assert_allclose(stream.outputs()["scores"], session.process_raw(audio, 8000)["scores"], atol=1e-6)
 
 
+@pytest.mark.parametrize("latency", [0, 1, 80, 150])
+def test_a_lagging_graph_is_drained_at_the_end_of_input(tiny_bundle, tiny_plugin, latency):
+    """A task whose output lags by ``latency`` samples gets that much silence after its input,
+    in a Session and when a Stream is flushed, and keeps just the frames the input accounts for."""
+    session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    session.task.latency = latency
+    audio = tiny_plugin._clip(3, blocks=10)[:, :-13]
+    offline = session.process_raw(audio, 8000)["scores"]
+    block = session.runner.streaming_graph().streaming.block
+    assert offline.shape[1] == -(-(audio.shape[1] + latency) // block)
+    silence_fed = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    padded = silence_fed.process_raw(np.pad(audio, ((0, 0), (0, latency))), 8000)["scores"]
+    np.testing.assert_allclose(offline, padded, atol=1e-6)
+    stream = session.stream()
+    stream.accept(audio[:, :333])
+    stream.accept(audio[:, 333:])
+    stream.flush()
+    assert stream.flush() == []
+    np.testing.assert_allclose(stream.outputs()["scores"], offline, atol=1e-6)
+    with pytest.raises(UsageError, match="flushed"):
+        stream.accept(audio)
+
+
 def test_auto_backend_says_why(tiny_bundle, tiny_plugin):
     session = edgeaudio.load(tiny_bundle)
     assert session.backend == "openvino" and session.precision == "int8"

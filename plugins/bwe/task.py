@@ -6,10 +6,9 @@ band-limited resampler (soxr, as ``edgeaudio run`` and ``read_audio`` do), which
 narrowband (a VoIP archive, a cheap recorder) goes in as it is.
 
 Latency: the graph's output lags its input by ``latency`` samples (30 ms: 20 ms of look-ahead plus
-10 ms of overlap-add). ``process`` feeds that much silence after a clip and trims, and ``decode``
-drops the first ``latency`` samples of a stream, so Session results and streamed results both line
-up with the input sample for sample; a stream's last 30 ms come out once ``latency`` samples of
-silence have followed the input.
+10 ms of overlap-add). The runtime feeds that much silence after a clip or a stream's last chunk
+(``Task.latency``), and ``decode`` drops the first ``latency`` samples, so Session results and
+streamed results both line up with the input sample for sample and are exactly as long.
 """
 
 from __future__ import annotations
@@ -152,13 +151,6 @@ class BweTask(Task):
         return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
     # -- running -----------------------------------------------------------------------------
-    def process(self, runner, audio: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw output for a whole clip, as a stream would give it: ``latency`` samples late, and
-        long enough (input plus ``latency``) to hold every input sample."""
-        length = audio.shape[1] + self.latency
-        padded = np.pad(audio, ((0, 0), (0, self.latency)))
-        return {"wideband": runner.streaming_graph().run_offline(padded)["wideband"][:, :, :length]}
-
     def enhance(self, runner, narrow: np.ndarray) -> np.ndarray:
         """Wideband version of a mono clip, aligned with it and of the same length."""
         return self.decode(self.process(runner, np.asarray(narrow, np.float32)[None]))["audio"][0]
