@@ -84,6 +84,10 @@ class Graph:
     ``keep_float``: ONNX node-name prefixes (torch module scopes such as ``"/frontend/"``) and op
     types that INT8 quantization must leave in float — the DFT front end and phase maths lose
     everything when quantized.
+    ``axes``: (min, opt, max) sizes of named dynamic axes, for engines built ahead of time
+    (TensorRT's optimization profile). A streaming graph's time axes follow from its block; a
+    graph run on whole clips or batches (an encoder, a decoder step under beam search, a
+    generator) declares its own, e.g. ``{"batch": (1, 3, 3), "frames": (4, 316, 628)}``.
     """
 
     name: str
@@ -98,6 +102,7 @@ class Graph:
     rtol: float = 1e-3
     keep_float: list[str] = field(default_factory=list)
     opset: int = 17
+    axes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:

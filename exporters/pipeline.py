@@ -171,6 +171,7 @@ def _graph_entry(graph: Graph, artifacts: list[dict[str, Any]]) -> dict[str, Any
         "streaming": graph.streaming.to_json() if graph.streaming else None,
         "atol": graph.atol,
         "rtol": graph.rtol,
+        "axes": {name: list(bounds) for name, bounds in graph.axes.items()},
         "artifacts": artifacts,
     }
 

@@ -209,6 +209,29 @@ def test_non_streaming_graph_needs_a_block_or_shapes(graph):
     assert TensorRTBackend({"block": 100, "max_blocks": 10}).profile_shapes(entry)["audio"][2] == (1, 1, 1000)
 
 
+def test_declared_axes_give_a_non_streaming_graph_its_profile(graph):
+    """Whole-clip graphs (encoders, beam-search decoder steps, generators) declare their ranges."""
+    specs = [
+        {"name": "tokens", "shape": ["batch", "tokens"], "dtype": "int64"},
+        {"name": "mel", "shape": ["batch", 64, "frames"], "dtype": "float32"},
+        {"name": "t", "shape": ["batch"], "dtype": "float32"},
+    ]
+    entry = dict(_graph_entry(graph, []), streaming=None, inputs=specs,
+                 axes={"batch": [1, 2, 2], "tokens": [2, 16, 32], "frames": [4, 316, 628]})  # fmt: skip
+    assert TensorRTBackend().profile_shapes(entry) == {
+        "tokens": ((1, 2), (2, 16), (2, 32)),
+        "mel": ((1, 64, 4), (2, 64, 316), (2, 64, 628)),
+        "t": ((1,), (2,), (2,)),
+    }
+    custom = TensorRTBackend({"shapes": {"t": [[1], [1], [1]]}}).profile_shapes(entry)
+    assert custom["t"] == ((1,), (1,), (1,)) and custom["mel"][2] == (2, 64, 628)
+
+
+def test_export_records_declared_axes_in_the_manifest(graph):
+    graph.axes = {"samples": (16, 160, 1600)}
+    assert _graph_entry(graph, [])["axes"] == {"samples": [16, 160, 1600]}
+
+
 # -- long inputs run in pieces, carrying state ---------------------------------------------------
 def _running_sum(feeds):
     """A stateful streaming "graph": per block, the sum of everything seen so far."""

@@ -178,6 +178,18 @@ def test_bundle_carries_three_graphs_and_the_vocabulary(bundle, small_task):
     assert manifest["provenance"]["config"]["vocab"] == small_task.config["vocab"]
 
 
+def test_tensorrt_profiles_come_from_the_declared_axes(bundle):
+    """Ahead-of-time engines need every dynamic axis bounded: prompt pair x 0.1-10 s of mel."""
+    from edgeaudio.backends.tensorrt import TensorRTBackend
+    from edgeaudio.bundle import load_bundle
+
+    graphs = {g["name"]: g for g in load_bundle(bundle).manifest["graphs"]}
+    flow = TensorRTBackend().profile_shapes(graphs["flow"])
+    assert flow["mel"] == ((1, 64, 8), (2, 64, 316), (2, 64, 628)) and flow["t"] == ((1,), (2,), (2,))
+    assert TensorRTBackend().profile_shapes(graphs["vocoder"])["mel"][2] == (1, 64, 628)
+    assert TensorRTBackend().profile_shapes(graphs["text_encoder"])["tokens"] == ((1, 2), (2, 16), (2, 32))
+
+
 def test_generate_checks_its_options(bundle):
     import edgeaudio
     from edgeaudio.errors import UsageError

@@ -91,6 +91,18 @@ def optimization_shapes(input_specs: Sequence[TensorSpec], block: int, max_block
     return shapes
 
 
+def declared_shapes(input_specs: Sequence[TensorSpec], axes: Mapping[str, Sequence[int]]) -> Shapes:
+    """(min, opt, max) shapes of the inputs whose every dynamic axis has a declared range."""
+    shapes: Shapes = {}
+    for spec in input_specs:
+        dynamic = [dim for dim in spec.shape if isinstance(dim, str)]
+        if not dynamic or any(dim not in axes for dim in dynamic):
+            continue
+        bounds = [[dim] * 3 if isinstance(dim, int) else [int(size) for size in axes[dim]] for dim in spec.shape]
+        shapes[spec.name] = tuple(tuple(b[i] for b in bounds) for i in range(3))
+    return shapes
+
+
 def _is_time_axis(axis: int, dim: int | str) -> bool:
     return isinstance(dim, str) and axis != 0 and dim != "batch"
 
@@ -390,12 +402,14 @@ class TensorRTBackend(Backend):
         return TensorRTGraph(engine, graph, shapes)
 
     def profile_shapes(self, graph: Mapping[str, Any]) -> Shapes:
-        """The optimization profile for a manifest graph entry, with the ``shapes`` option applied."""
+        """The optimization profile for a manifest graph entry: the ``shapes`` option first, then
+        the axis ranges the graph declares (``axes``), then the streaming block's derivation."""
         specs = [TensorSpec.from_json(t) for t in graph["inputs"]]
-        overrides = {
+        overrides = declared_shapes(specs, graph.get("axes") or {})
+        overrides.update({
             name: tuple(tuple(int(size) for size in bound) for bound in bounds)
             for name, bounds in self.options.get("shapes", {}).items()
-        }
+        })  # fmt: skip
         streaming = graph.get("streaming")
         block = streaming["block"] if streaming else self.options.get("block")
         unresolved = [

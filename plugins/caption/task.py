@@ -100,6 +100,7 @@ class CaptionTask(Task):
             example_inputs={"audio": audio},
             atol=1e-3,
             keep_float=["/frontend/", "/encoder/input_norm/"],  # DFT, power, mel and log maths
+            axes={"batch": (1, 1, 1), "samples": (1600, 160000, 480000)},  # one clip of 0.1-30 s, 10 s typical
         )
         step = Graph(
             name="decoder_step",
@@ -127,6 +128,8 @@ class CaptionTask(Task):
             },
             state=[StatePair("cache_keys", "cache_keys_out"), StatePair("cache_values", "cache_values_out")],
             atol=1e-3,
+            # one hypothesis per beam (the search sets the batch); memory of a 0.1-30 s clip
+            axes={"batch": (1, int(c.get("beam", 1)), max(1, int(c.get("beam", 1)))), "frames": (2, 126, 376)},
         )
         return [encoder, step]
 

@@ -88,20 +88,22 @@ class TtaTask(Task):
         tokens = self.prompt_batch("a horn honks twice")
         text = rng.standard_normal((2, tokens.shape[1], c["width"])).astype(np.float32)
         mel = rng.standard_normal((2, c["n_mels"], 40)).astype(np.float32)
+        frames = tuple(frames_for(seconds, self.sample_rate) for seconds in (0.1, c["seconds"], MAX_SECONDS))
         text_spec = TensorSpec("text", ("batch", "tokens", c["width"]))
         mel_spec = TensorSpec("mel", ("batch", c["n_mels"], "frames"))
         return [
             Graph(name="text_encoder", module=model.text, inputs=[TensorSpec("tokens", ("batch", "tokens"), "int64")],
-                  outputs=[text_spec], example_inputs={"tokens": tokens}, atol=1e-3),
+                  outputs=[text_spec], example_inputs={"tokens": tokens}, atol=1e-3,
+                  axes={"batch": (1, 2, 2), "tokens": (2, 16, c["max_tokens"])}),
             Graph(name="flow", module=model.flow,
                   inputs=[mel_spec, TensorSpec("t", ("batch",)), text_spec, TensorSpec("mask", ("batch", "tokens"))],
                   outputs=[TensorSpec("velocity", ("batch", c["n_mels"], "frames"))],
                   example_inputs={"mel": mel, "t": np.array([0.25, 0.75], np.float32), "text": text,
                                   "mask": (tokens != self.vocabulary.pad).astype(np.float32)},
-                  atol=2e-3),
+                  atol=2e-3, axes={"batch": (1, 2, 2), "tokens": (2, 16, c["max_tokens"]), "frames": frames}),
             Graph(name="vocoder", module=model.vocoder, inputs=[mel_spec],
                   outputs=[TensorSpec("audio", ("batch", 1, "samples"))], example_inputs={"mel": mel[:1]}, atol=2e-3,
-                  keep_float=["/istft/", "Exp", "Sqrt", "Reciprocal", "Div"]),
+                  keep_float=["/istft/", "Exp", "Sqrt", "Reciprocal", "Div"], axes={"batch": (1, 1, 1), "frames": frames}),
         ]  # fmt: skip
 
     # -- prompts ----------------------------------------------------------------------------------
@@ -134,7 +136,6 @@ class TtaTask(Task):
     def generate(self, runner, prompt: str, seconds: float | None = None, steps: int | None = None,
                  seed: int = 0, guidance: float | None = None) -> dict[str, Any]:  # fmt: skip
         """Raw outputs for one prompt: ``audio`` [1, samples] and the normalised ``mel``."""
-        from edgeaudio.plugins.tta.model import HOP, PATCH
         from edgeaudio.plugins.tta.sampler import generate_mel
 
         c = self.config
@@ -146,7 +147,7 @@ class TtaTask(Task):
         if steps < 1:
             raise UsageError(f"--steps must be at least 1, got {steps}")
         samples = int(round(seconds * self.sample_rate))
-        frames = PATCH * math.ceil(samples / HOP / PATCH)
+        frames = frames_for(seconds, self.sample_rate)
         mel = generate_mel(runner, self.prompt_batch(prompt), self.vocabulary.pad, c["n_mels"], frames, steps, guidance, int(seed))
         audio = runner.graph("vocoder").run({"mel": mel})["audio"][0, :, :samples]
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
@@ -218,3 +219,10 @@ class TtaTask(Task):
         from edgeaudio.plugins.tta.train import train_tta
 
         return train_tta(self, out_dir, **options)
+
+
+def frames_for(seconds: float, sample_rate: int) -> int:
+    """Mel frames the generator makes for ``seconds`` of audio: whole 4-frame patches."""
+    from edgeaudio.plugins.tta.model import HOP, PATCH
+
+    return PATCH * math.ceil(round(seconds * sample_rate) / HOP / PATCH)
