@@ -339,6 +339,28 @@ def test_speaker_sink_plays_on_the_device(pulse):
     assert speaker.underflows == 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["enhance", "bwe"])
+def test_duplex_mic_to_model_to_speaker(pulse, tmp_path, task):
+    """Live duplex with the shipped waveform models: microphone -> enhance/bwe -> speaker on the
+    real PortAudio device, in real time, all of the model's audio played (after the prefill)."""
+    from edgeaudio.cache import default_bundle
+    from edgeaudio.runtime import load
+
+    session = load(default_bundle(task, log=lambda m: None), backend="onnxruntime", precision="fp32")
+    player = pulse.play(write_wav(tmp_path / "four.wav", sink_signal(3.0), SINK_RATE))
+    speaker = SpeakerSink(session.task, device="pulse")
+    mono = ArrayProfile(**{**pulse_array().__dict__, "positions": ((0.0, 0.0, 0.0),), "channel_map": (1,)})
+    source = MicrophoneSource(mono, session.sample_rate, 1)
+    summary = run_live(source, session.stream(), [speaker], seconds=1.5, log=lambda m: None)
+    player.kill()
+    player.wait()
+    assert summary["ended"] == "seconds" and summary["audio_seconds"] == 1.5 and summary["error"] is None
+    assert summary["dropped_samples"] == 0 and not summary["fell_behind"] and summary["rtf"] < 0.5
+    assert speaker.played_samples >= (1.5 + 0.1) * speaker._rate - 1 and speaker.dropped_samples == 0
+    assert summary["results"] >= 10 and summary["output_underflows"] == speaker.underflows
+
+
 # --- sources and sinks without a device ----------------------------------------------------------
 
 
