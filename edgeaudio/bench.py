@@ -19,6 +19,8 @@ from edgeaudio.bundle import load_bundle
 from edgeaudio.errors import BackendUnavailable, UsageError
 from edgeaudio.runtime import load
 
+BENCH_PROMPT = "a horn honks twice, then someone types"  # what text-to-audio bundles generate when timed
+
 
 @dataclass
 class BenchRow:
@@ -66,14 +68,24 @@ def bench_audio(channels: int, sample_rate: int, seconds: float, seed: int = 0) 
     return (tone[None, :] + 0.05 * rng.standard_normal((channels, t.size))).astype(np.float32)
 
 
+def _whole_clips(session) -> bool:
+    """Whether the bundle is timed a whole clip per call: no streaming graph, or text input."""
+    return session.task.inputs == "text" or not session.streaming
+
+
 def _measure(session, audio: np.ndarray, chunk: int, warmup: int) -> tuple[list[float], dict[str, np.ndarray]]:
-    """Per-chunk latencies through a Stream (or whole-clip timing for non-streaming tasks)."""
+    """Per-chunk latencies through a Stream, or whole-clip timings for tasks without a streaming
+    graph; text-to-audio tasks generate clips as long as ``audio`` from a fixed prompt and seed."""
     task = session.task
-    if not session.streaming:  # time whole clips for tasks without a streaming graph
+    if _whole_clips(session):
+        seconds = audio.shape[1] / task.sample_rate
         times = []
         for _ in range(warmup + 3):
             start = time.perf_counter()
-            outputs = session.process_raw(audio, task.sample_rate)
+            if task.inputs == "text":
+                outputs = task.generate(session.runner, BENCH_PROMPT, seconds=seconds, seed=0)
+            else:
+                outputs = session.process_raw(audio, task.sample_rate)
             times.append(time.perf_counter() - start)
         return times[warmup:], outputs
     warm = session.stream()
@@ -135,13 +147,14 @@ def run_bench(
         task = session.task
         if audio is None:
             audio = bench_audio(task.channels, task.sample_rate, seconds)
-        chunk = _chunk_samples(session, chunk_ms)
+        chunk = audio.shape[1] if _whole_clips(session) else _chunk_samples(session, chunk_ms)
         row.load_s = session.load_seconds
         times, outputs = _measure(session, audio, chunk, warmup)
         row.chunk_ms = 1000 * chunk / task.sample_rate
         row.p50_ms = 1000 * float(np.percentile(times, 50))
         row.p95_ms = 1000 * float(np.percentile(times, 95))
-        row.rtf = float(np.sum(times)) / (audio.shape[1] / task.sample_rate) if len(times) > 1 else row.p50_ms / 1000 / seconds
+        # streamed: compute over the whole audio; whole clips: the median call over one clip
+        row.rtf = row.p50_ms / 1000 / seconds if _whole_clips(session) else float(np.sum(times)) / seconds
         if reference is None:
             reference = outputs
         else:

@@ -190,6 +190,18 @@ def test_tensorrt_profiles_come_from_the_declared_axes(bundle):
     assert TensorRTBackend().profile_shapes(graphs["text_encoder"])["tokens"] == ((1, 2), (2, 16), (2, 32))
 
 
+def test_bench_times_whole_generated_clips_on_every_backend(bundle):
+    from edgeaudio.bench import run_bench
+
+    report = run_bench(bundle, seconds=1.0, warmup=1)
+    rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
+    assert set(rows) == {("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")}
+    for row in rows.values():
+        assert row["error"] is None and row["chunk_ms"] == 1000.0
+        assert row["rtf"] == pytest.approx(row["p50_ms"] / 1000 / 1.0)
+    assert rows[("onnxruntime", "fp32")]["parity_max_abs"] < 1e-3  # same seed, same audio as torch
+
+
 def test_generate_checks_its_options(bundle):
     import edgeaudio
     from edgeaudio.errors import UsageError
