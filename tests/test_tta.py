@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 
-from edgeaudio.plugins.tta.metrics import frechet_distance, mean_pairwise_cosine_distance  # noqa: E402
+from edgeaudio.plugins.tta.metrics import frechet_distance, mean_pairwise_cosine_distance, principal_projection  # noqa: E402
 
 # a fixed-seed small model: fast to export, independent of the shipped weights
 SMALL = {"width": 32, "heads": 2, "text_layers": 1, "flow_layers": 1, "vocoder_width": 32, "vocoder_layers": 1,
@@ -75,6 +75,14 @@ def test_frechet_distance_known_values():
     assert frechet_distance(a, shifted) == pytest.approx(25.0, rel=1e-6)
     scaled = 2.0 * a  # covariance 4I vs I: trace(I + 4I - 2 * 2I) = 3
     assert frechet_distance(a, scaled) == pytest.approx(3.0, rel=0.05)
+
+
+def test_principal_projection_keeps_the_directions_that_vary():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 3)) * np.array([10.0, 1.0, 0.1])
+    project = principal_projection(x, 1)
+    assert project(x).shape == (500, 1)
+    assert np.var(project(x)) == pytest.approx(np.var(x[:, 0]), rel=0.02)
 
 
 def test_diversity_known_values():

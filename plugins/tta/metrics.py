@@ -20,6 +20,17 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2 * root))
 
 
+def principal_projection(reference: np.ndarray, dims: int):
+    """A function projecting embeddings onto the top ``dims`` principal axes of ``reference``:
+    with a few dozen clips, a Frechet distance in the full 128-d embedding rests on singular
+    covariances, so it is measured in a space the clip counts can estimate."""
+    reference = np.asarray(reference, np.float64)
+    mean = reference.mean(axis=0)
+    _, _, axes = np.linalg.svd(reference - mean, full_matrices=False)
+    top = axes[:dims].T
+    return lambda x: (np.asarray(x, np.float64) - mean) @ top
+
+
 def mean_pairwise_cosine_distance(embeddings: np.ndarray) -> float:
     """1 - cosine similarity, averaged over every pair of rows: 0 when all rows point the same way."""
     x = np.asarray(embeddings, np.float64)
