@@ -16,6 +16,8 @@ fp32 and whatever INT8 passed the gate) the generator makes, with seed 0:
   and held-out real recordings;
 - diversity: mean pairwise cosine distance between ``--seeds`` seeds of one prompt, per class,
   beside the same measure over different real recordings of one class;
+- the judge's accuracy on the held-out real recordings resynthesized by the vocoder from their
+  log-mel (what the representation and vocoder keep of the ceiling);
 - the median wall time of one 5 s clip (text encoder + steps x flow + vocoder), and its RTF.
 Prints the README table.
 """
@@ -46,6 +48,24 @@ def within_class_diversity(embeddings: np.ndarray, labels: list[str]) -> float:
     values = [mean_pairwise_cosine_distance(embeddings[[l == c for l in labels]]) for c in sorted(set(labels))
               if sum(l == c for l in labels) >= 2]  # fmt: skip
     return float(np.mean(values))
+
+
+def vocoded_accuracy(bundle, judge, classes: list[str], audio: np.ndarray, labels: list[str]) -> float:
+    """The judge's accuracy on real recordings resynthesized by the bundle's vocoder from their
+    log-mel: how much of the ceiling the mel representation and the vocoder keep."""
+    import torch
+
+    from edgeaudio.plugins.tta.train import normalizer
+
+    session = edgeaudio.load(bundle, backend="torch")
+    to_mel = normalizer(session.task)
+    vocoder = session.runner.graph("vocoder")
+    with torch.inference_mode():
+        mels = to_mel(torch.from_numpy(audio)).numpy()
+    frames = mels.shape[2] // 4 * 4
+    vocoded = np.concatenate([vocoder.run({"mel": np.ascontiguousarray(m[None, :, :frames])})["audio"][:, 0] for m in mels])
+    probs, _ = judge_audio(judge, vocoded)
+    return float(np.mean([classes[i] == label for i, label in zip(probs.argmax(1), labels)]))
 
 
 def timed(session, steps: int, repeats: int = 5) -> float:
@@ -87,6 +107,8 @@ def main() -> None:
         plan, _ = plan_export("x86-cpu", ["fp32", "int8"], ["onnxruntime", "openvino"])
         bundle = Path(tempfile.mkdtemp(prefix="tta-bench-")) / "bundle"
         export_task(get_task("tta"), plan, bundle, log=lambda m: print(m, flush=True))
+    reference["vocoded_real_accuracy"] = vocoded_accuracy(bundle, judge, classes, real_test, real_labels)
+    print(f"judge on the same recordings through log-mel -> vocoder: {reference['vocoded_real_accuracy']:.3f}", flush=True)
     singles = single_event_prompts(classes, args.per_class)
     doubles = two_event_prompts(classes, 20, seed=5)
     rows = []
@@ -108,6 +130,7 @@ def main() -> None:
         print(f"{backend}/{precision}: single {single:.3f}, two-event {double:.3f}, 5 s clip {wall:.3f} s", flush=True)
     print(f"\n{len(singles)} single-event and {len(doubles)} two-event prompts, {args.threads} thread(s), {os.cpu_count()} CPUs")
     print(f"judge ceiling (held-out real recordings): {ceiling:.3f}; chance: {1 / len(classes):.3f}; "
+          f"through the vocoder: {reference['vocoded_real_accuracy']:.3f}; "
           f"FD real train vs held-out: {reference['fd_real_train_vs_held_out']:.1f}; "
           f"real within-class diversity: {reference['diversity_real_within_class']:.3f}\n")  # fmt: skip
     print("| system | single-event accuracy | two-event, both in top 3 | FD to real | diversity across seeds | 5 s clip, s | RTF |")
