@@ -5,7 +5,8 @@
 once the vocoder and the generator both exist. The vocoder learns mel -> audio from composed
 clips of real recordings with spectral losses only; the generator learns the rectified flow from
 noise to the normalised log-mel of composed clips, conditioned on one of their captions (or, one
-time in ten, on the empty prompt, which classifier-free guidance needs).
+time in ten, on the empty prompt, which classifier-free guidance needs), and the prompt's spectral
+envelope (model.FlowNet) to match the clip's time-averaged log-mel.
 """
 
 from __future__ import annotations
@@ -161,14 +162,16 @@ def pad_tokens(ids: list[int], length: int, pad: int) -> list[int]:
     return ids + [pad] * (length - len(ids))
 
 
-def flow_loss(text_encoder, flow, mel: torch.Tensor, tokens: torch.Tensor, pad: int, generator=None) -> torch.Tensor:
-    """Rectified-flow loss with logit-normal flow times (more weight mid-path, as in SD3)."""
+def flow_loss(text_encoder, flow, mel: torch.Tensor, tokens: torch.Tensor, pad: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rectified-flow loss with logit-normal flow times, more weight mid-path as in SD3;
+    the prompt's spectral-envelope loss against the clip's time-averaged mel)."""
     noise = torch.randn(mel.shape, generator=generator)
     t = torch.sigmoid(torch.randn(mel.shape[0], generator=generator))
     x = (1 - t[:, None, None]) * noise + t[:, None, None] * mel
     mask = (tokens != pad).float()
-    velocity = flow(x, t, text_encoder(tokens), mask)
-    return F.mse_loss(velocity, mel - noise)
+    text = text_encoder(tokens)
+    velocity = flow(x, t, text, mask)
+    return F.mse_loss(velocity, mel - noise), F.mse_loss(flow.envelope(text, mask), mel.mean(dim=2))
 
 
 def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log) -> tuple[torch.Tensor, list[list[str]], list[list[str]]]:
@@ -208,10 +211,12 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
 
     def loss_fn(model, batch):
         mel, tokens = batch
-        return flow_loss(model["text"], model["flow"], mel, tokens, pad)
+        flow, envelope = flow_loss(model["text"], model["flow"], mel, tokens, pad)
+        return flow + envelope, {"flow": flow.detach(), "envelope": envelope.detach()}
 
     def val_fn(model):
-        return {"flow_loss": float(flow_loss(model["text"], model["flow"], test_mels, test_tokens, pad, torch.Generator().manual_seed(0)))}
+        flow, envelope = flow_loss(model["text"], model["flow"], test_mels, test_tokens, pad, torch.Generator().manual_seed(0))
+        return {"flow_loss": float(flow), "envelope_loss": float(envelope)}
 
     config = TrainConfig(out / "generator-run", epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed,
                          grad_clip=1.0, best_metric="val_flow_loss", best_mode="min", progress=progress, device="cpu")  # fmt: skip
