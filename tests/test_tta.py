@@ -136,6 +136,14 @@ def test_padding_tokens_do_not_change_the_velocity(small_task, small_model):
 # -- prompts ---------------------------------------------------------------------------------------
 
 
+def test_flow_times_run_from_noise_to_data():
+    from edgeaudio.plugins.tta.sampler import flow_times
+
+    assert np.allclose(flow_times(4), [0, 0.25, 0.5, 0.75, 1])
+    shifted = flow_times(4, shift=3.0)
+    assert shifted[0] == 0 and shifted[-1] == 1 and np.all(np.diff(shifted) > 0) and shifted[2] == pytest.approx(0.25)
+
+
 def test_prompt_warnings(small_task):
     assert small_task.prompt_warnings("A horn honks twice, then someone types.") == []
     unknown = small_task.prompt_warnings("a door knocks three times")

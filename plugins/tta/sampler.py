@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 
 
-def generate_mel(runner: Any, tokens: np.ndarray, pad: int, n_mels: int, frames: int, steps: int, guidance: float, seed: int) -> np.ndarray:
+def flow_times(steps: int, shift: float = 1.0) -> np.ndarray:
+    """``steps + 1`` flow times from 0 (noise) to 1 (data); ``shift`` > 1 spends more of the steps
+    near the noise end, where a few-step sampler decides what the sound is (as SD3's shift)."""
+    u = np.linspace(0.0, 1.0, steps + 1)
+    return (u / (u + shift * (1.0 - u))).astype(np.float32)
+
+
+def generate_mel(runner: Any, tokens: np.ndarray, pad: int, n_mels: int, frames: int, steps: int, guidance: float, seed: int,
+                 shift: float = 1.0) -> np.ndarray:  # fmt: skip
     """tokens [2, L] (the prompt, then the empty prompt) -> normalised log-mel [1, n_mels, frames]."""
     mask = (tokens != pad).astype(np.float32)
     text = runner.graph("text_encoder").run({"tokens": tokens})["text"]
@@ -22,7 +30,7 @@ def generate_mel(runner: Any, tokens: np.ndarray, pad: int, n_mels: int, frames:
     if not guided:  # plain conditional sampling needs the prompt only
         text, mask = text[:1], mask[:1]
     x = np.random.default_rng(seed).standard_normal((1, n_mels, frames)).astype(np.float32)
-    times = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32)
+    times = flow_times(steps, shift)
     for start, end in zip(times[:-1], times[1:]):
         batch = np.repeat(x, len(text), axis=0)
         t = np.full(len(text), start, np.float32)

@@ -45,7 +45,7 @@ class TtaTask(Task):
         """Sampling settings plus the shipped model's config when weights ship, else the
         architecture defaults. ``mel_mean``/``mel_std`` normalise the log-mel (measured on 200
         composed training clips: mean -5.25, std 4.36)."""
-        sampling = {"steps": 8, "guidance": 3.0, "seconds": 5.0}
+        sampling = {"steps": 8, "guidance": 3.0, "shift": 1.0, "seconds": 5.0}
         sidecar = WEIGHTS.with_suffix(".json")
         if WEIGHTS.is_file() and sidecar.is_file():
             trained = json.loads(sidecar.read_text())["config"]
@@ -148,7 +148,8 @@ class TtaTask(Task):
             raise UsageError(f"--steps must be at least 1, got {steps}")
         samples = int(round(seconds * self.sample_rate))
         frames = frames_for(seconds, self.sample_rate)
-        mel = generate_mel(runner, self.prompt_batch(prompt), self.vocabulary.pad, c["n_mels"], frames, steps, guidance, int(seed))
+        mel = generate_mel(runner, self.prompt_batch(prompt), self.vocabulary.pad, c["n_mels"], frames, steps, guidance,
+                           int(seed), float(c.get("shift", 1.0)))  # fmt: skip
         audio = runner.graph("vocoder").run({"mel": mel})["audio"][0, :, :samples]
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         if peak > 0.99:
