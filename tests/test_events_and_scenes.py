@@ -304,3 +304,28 @@ def test_machine_readable_copyright_gives_the_licence_of_the_last_matching_stanz
     assert _dep5_stanzas(tmp_path / "plain") is None
     assert _licence_from_text('"Cow". By X. License: Creative Commons Zero 1.0 Universal.') == "CC0-1.0"
     assert _licence_from_text('"Bell". License: Creative Commons Attribution-ShareAlike 3.0.') == "CC-BY-SA-3.0"
+
+
+def test_elevated_source_delays_match_the_labelled_direction_on_every_pair(noise_library):
+    """Each mic hears a far source earlier by its offset projected on the labelled direction
+    (azimuth counter-clockwise from +x, elevation up): all three pairs against mic 0, so a swapped
+    axis, a flipped sign or a lost cos(elevation) in labels or rendering shows up."""
+    config = small_config(
+        room_size_min=(8.0, 8.0, 3.5),
+        room_size_max=(10.0, 10.0, 4.0),
+        azimuth_range=(-120.0, -120.0),
+        elevation_range=(35.0, 35.0),
+        distance_range=(1.5, 1.5),
+        rt60_range=(0.2, 0.2),
+        max_polyphony=1,
+        gap_range=(0.0, 0.5),
+        moving_probability=0.0,
+        snr_range=None,
+    )
+    audio, rows = render_scene(config, noise_library, MIC4, seed=11)
+    assert {(r.azimuth, r.elevation) for r in rows} == {(-120, 35)}
+    az, el = math.radians(-120), math.radians(35)
+    direction = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    for mic in (1, 2, 3):
+        expected = (MIC4[0] - MIC4[mic]) @ direction / SPEED_OF_SOUND * RATE  # lag of mic behind mic 0
+        assert abs(_gcc_phat_lag(audio[mic], audio[0]) - expected) < 0.5

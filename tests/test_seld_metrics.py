@@ -242,3 +242,13 @@ def test_decoded_accdoa_scores_perfectly_against_its_source():
         rows.append(accdoa_frame(1, 3, vectors))
     result = seld_metrics(accdoa_to_labels(np.stack(rows), num_classes=1), ref, num_classes=1)
     assert result["SELD"] == pytest.approx(0, abs=1e-9)
+
+
+def test_le_micro_separates_missed_classes_from_localization():
+    """A class that is never detected enters the macro LE at 180 degrees: half the classes missed,
+    the other half 10 degrees off gives LE 95, which reads like no localization at all. LE_micro
+    averages over the matched tracks only and says the detected events are 10 degrees off."""
+    reference = merged(steady(0, 0, 0), steady(1, 90, 0))
+    result = score(steady(0, 10, 0), reference)
+    assert result["LE"] == pytest.approx(95) and result["LE_micro"] == pytest.approx(10)
+    assert score({}, reference)["LE_micro"] == 180 and score({}, {})["LE_micro"] == 0

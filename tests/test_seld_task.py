@@ -217,3 +217,99 @@ def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
     SeldTask(sidecar["config"]).load_model(str(weights))
     again = tiny_task.train(str(tmp_path / "run"), log=lambda m: None, **options)  # resumes: nothing left to do
     assert again["metrics"] == result["metrics"]
+
+
+def test_training_spectrum_equals_the_graphs_conv_dft():
+    """Training computes the STFT with torch.stft, the exported graph with a conv-DFT: same features."""
+    from edgeaudio.plugins.seld.model import Frontend
+
+    positions = get_array("respeaker-4mic", live_devices=[])[0].positions
+    frontend = Frontend(positions, 16000, n_fft=512, hop=320, n_mels=64)
+    audio, tail = torch.from_numpy(_noise(3, 4)[None]), torch.from_numpy(_noise(4, 1)[None, :, :192])
+    trained, trained_tail = frontend.train()(audio, tail)
+    graph, graph_tail = frontend.eval()(audio, tail)
+    assert trained.shape == graph.shape == (1, 7, 20, 64)
+    assert torch.max(torch.abs(trained - graph)) < 1e-3 and torch.equal(trained_tail, graph_tail)
+
+
+def _single_source_scene(tmp_path: Path, azimuth: float, elevation: float):
+    """One static broadband source, ReSpeaker 4-mic geometry, 16 kHz, a dead room and no noise."""
+    from edgeaudio.events import EventLibrary
+    from edgeaudio.scenes import SceneConfig, render_scene
+
+    library = EventLibrary.from_folder(_procedural_library(tmp_path / "library"), sample_rate=16000)
+    library = EventLibrary(library.root, 16000, ["noise"], library.clips("noise"))
+    config = SceneConfig(
+        duration=3.0, sample_rate=16000, room_size_min=(8.0, 8.0, 3.5), room_size_max=(10.0, 10.0, 4.0),
+        rt60_range=(0.2, 0.2), distance_range=(1.5, 1.5), azimuth_range=(azimuth, azimuth),
+        elevation_range=(elevation, elevation), max_polyphony=1, gap_range=(0.0, 0.3),
+        moving_probability=0.0, snr_range=None,
+    )
+    positions = np.asarray(get_array("respeaker-4mic", live_devices=[])[0].positions)
+    audio, rows = render_scene(config, library, positions, seed=1)
+    return audio, rows, positions
+
+
+def test_targets_augmentation_and_features_of_a_rendered_source_agree(tmp_path):
+    """The whole chain a localization bug could hide in, end to end: the synthesizer's labels, the
+    ACCDOA targets built from them, every square-array symmetry applied to audio and targets
+    together, and the phase features the network sees. In every version of the crop the features
+    must equal the mic offsets projected on the target vector, as a plane wave from there gives."""
+    from edgeaudio.plugins.seld.data import Recording, SeldCrops
+    from edgeaudio.plugins.seld.model import Frontend
+
+    audio, rows, positions = _single_source_scene(tmp_path, azimuth=130.0, elevation=20.0)
+    assert {(r.azimuth, r.elevation) for r in rows} == {(130, 20)}
+    crops = SeldCrops([Recording("s", audio, rows)], 1, positions, crop_blocks=30, gain_db=(0.0, 0.0))
+    frontend = Frontend(positions, 16000, n_fft=512, hop=320, n_mels=64).eval()
+    bands = frontend.phase_pool.abs().sum(dim=0) > 0
+    reach = np.linalg.norm(positions - positions[0], axis=1).max()
+    seen = set()
+    for seed in range(40):
+        np.random.seed(seed)
+        crop, target = crops[0]
+        active = np.flatnonzero(target[:, 0, :, 0].norm(dim=1).numpy() > 0)
+        vector = target[active[0], 0, :, 0].numpy()
+        np.testing.assert_allclose(np.linalg.norm(vector), 1.0, atol=1e-6)
+        seen.add(tuple(np.round(vector, 3)))
+        with torch.no_grad():
+            features, _ = frontend(crop[None], torch.zeros(1, 4, frontend.tail))
+        frames = np.concatenate([np.arange(5 * b + 2, 5 * b + 5) for b in active[1:-1]])
+        measured = np.median(features[0, 4:][:, frames][:, :, bands].numpy(), axis=(1, 2))
+        expected = (positions[1:] - positions[0]) @ vector / reach
+        np.testing.assert_allclose(measured, expected, atol=0.12)
+    assert len(seen) == 8  # all eight rotations and mirror images came up
+
+
+def test_srp_phat_finds_the_labelled_direction_of_a_rendered_source(tmp_path):
+    from edgeaudio.plugins.seld.metrics import angular_distance_deg, seld_metrics
+    from edgeaudio.plugins.seld.srp import SrpPhat
+
+    audio, rows, positions = _single_source_scene(tmp_path, azimuth=-70.0, elevation=10.0)
+    references = {}
+    for row in rows:
+        references.setdefault(row.frame, []).append((row.class_index, float(row.azimuth), float(row.elevation), 0))
+    predicted = SrpPhat(positions).labels(audio, references)
+    assert predicted.keys() == references.keys()
+    errors = [float(angular_distance_deg(-70, 10, p[0][1], p[0][2])) for p in predicted.values()]
+    assert np.median(errors) < 10
+    assert seld_metrics(predicted, references, 1)["LR"] == 1.0  # oracle detection: every frame answered
+
+
+def test_vectorised_srp_equals_the_pyroomacoustics_loop():
+    pra = pytest.importorskip("pyroomacoustics")
+    from edgeaudio.plugins.seld.srp import SrpPhat
+
+    positions = np.asarray(get_array("respeaker-4mic", live_devices=[])[0].positions)
+    srp = SrpPhat(positions, azimuth_step=10.0)
+    grid = srp._doa.grid
+    reference = pra.doa.algorithms["SRP"](
+        (positions - positions.mean(axis=0)).T, 16000, 512, c=343.0, mode="far", dim=3,
+        azimuth=np.unique(grid.azimuth), colatitude=np.unique(grid.colatitude),
+    )
+    spectra = np.fft.rfft(_noise(5, 1)[:, : 3 * 512].reshape(4, 3, 512).transpose(0, 2, 1), axis=1)
+    srp._doa.num_snap = spectra.shape[2]
+    srp._doa._process(spectra)
+    reference.freq_bins, reference.num_freq, reference.num_snap = srp._doa.freq_bins, srp._doa.num_freq, 3
+    reference._process(spectra)
+    np.testing.assert_allclose(srp._doa.grid.values, reference.grid.values, atol=1e-9)

@@ -39,6 +39,10 @@ Scores, macro-averaged over classes like DCASE 2022/23 (per-class values, then t
   epsilon-guarded division gives the same).
 - ``SELD_c = mean(ER, 1 - F_c, LE_c / 180, 1 - LR_c)``; ``F``, ``LE``, ``LR`` and ``SELD`` are the means
   of the class values, hence ``SELD = mean(ER, 1 - F, LE / 180, 1 - LR)``.
+- ``LE_micro``: the mean distance over all matched tracks of all classes (DCASE's micro average).
+  Read it next to ``LE``: a class that occurs but is never detected enters the macro ``LE`` at
+  180 degrees, so a detector that misses half the classes scores an ``LE`` near 90 however well
+  it localizes what it does detect; ``LE_micro`` is how far off the detected events are.
 
 Conventions where the definitions say nothing:
 
@@ -197,12 +201,17 @@ class SeldEvaluator:
             f_mean, le_mean, lr_mean = (float(v[occurs].mean()) for v in (f_score, loc_error, loc_recall))
         else:
             f_mean, le_mean, lr_mean = 1.0, 0.0, 1.0
+        if matched.sum() > 0:
+            le_micro = float(c["distance_sum"].sum() / matched.sum())
+        else:
+            le_micro = 180.0 if occurs.any() else 0.0
         return {
             "ER": float(error_rate),
             "F": f_mean,
             "LE": le_mean,
             "LR": lr_mean,
             "SELD": float((error_rate + (1 - f_mean) + le_mean / 180 + (1 - lr_mean)) / 4),
+            "LE_micro": le_micro,
             **{name: int(c[key].sum()) for name, key in _COUNT_NAMES.items()},
             "S": substitutions,
             "D": deletions,

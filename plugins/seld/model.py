@@ -95,11 +95,26 @@ class Frontend(nn.Module):
         self.register_buffer("mel", torch.from_numpy(mel), persistent=False)
         self.register_buffer("phase_pool", torch.from_numpy(phase_pool.astype(np.float32)), persistent=False)
 
+    def _spectrum(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real and imaginary STFT parts [batch, mics, frames, bins] of ``x`` [batch, mics, samples].
+
+        The graph (eval mode, what every backend runs) uses the conv-DFT, which exports; training
+        uses torch.stft with the same window, hop and framing (no centring): the same numbers to
+        ~1e-6 relative, at a quarter of the cost, so a training step spends its time on the network.
+        """
+        flat = x.reshape(-1, x.shape[2])
+        if self.training:
+            window = torch.hann_window(self.n_fft, periodic=True, dtype=x.dtype, device=x.device)
+            spec = torch.stft(flat, self.n_fft, self.hop, window=window, center=False, return_complex=True)
+            spec = spec.reshape(x.shape[0], self.mics, self.bins, spec.shape[-1]).transpose(2, 3)
+            return spec.real, spec.imag
+        spec = F.conv1d(flat[:, None], self.dft, stride=self.hop)
+        spec = spec.reshape(x.shape[0], self.mics, 2 * self.bins, spec.shape[2]).transpose(2, 3)
+        return spec[..., : self.bins], spec[..., self.bins :]
+
     def forward(self, audio: torch.Tensor, tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([tail, audio], dim=2)
-        spec = F.conv1d(x.reshape(-1, 1, x.shape[2]), self.dft, stride=self.hop)
-        spec = spec.reshape(x.shape[0], self.mics, 2 * self.bins, spec.shape[2]).transpose(2, 3)
-        re, im = spec[..., : self.bins], spec[..., self.bins :]
+        re, im = self._spectrum(x)
         logmel = torch.log(torch.matmul(re * re + im * im, self.mel) + 1e-8)
         lo, hi = self.phase_bins
         re, im = re[..., lo:hi], im[..., lo:hi]

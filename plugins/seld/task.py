@@ -179,7 +179,7 @@ class SeldTask(Task):
 
 
 def seld_scores(items: list[tuple[np.ndarray, dict]], num_classes: int) -> dict[str, float]:
-    """Segment-based ER20/F20/LE/LR/SELD plus ``*_frame`` ones over (accdoa, label set) pairs.
+    """Segment-based ER20/F20/LE/LR/SELD/LE_micro plus ``*_frame`` ones over (accdoa, label set) pairs.
 
     Counts add up over recordings before ratios are taken, as DCASE scores a whole split.
     """
@@ -193,5 +193,6 @@ def seld_scores(items: list[tuple[np.ndarray, dict]], num_classes: int) -> dict[
     scores = {}
     for suffix, evaluator in (("", segments), ("_frame", frames)):
         s = evaluator.scores()
-        scores.update({f"ER20{suffix}": s["ER"], f"F20{suffix}": s["F"], f"LE{suffix}": s["LE"], f"LR{suffix}": s["LR"], f"SELD{suffix}": s["SELD"]})
+        scores.update({f"ER20{suffix}": s["ER"], f"F20{suffix}": s["F"], f"LE{suffix}": s["LE"], f"LR{suffix}": s["LR"],
+                       f"SELD{suffix}": s["SELD"], f"LE_micro{suffix}": s["LE_micro"]})
     return scores
