@@ -31,7 +31,7 @@ import json
 import time
 from pathlib import Path
 
-from edgeaudio.plugins.seld.task import WEIGHTS_DIR, SeldTask, seld_scores
+from edgeaudio.plugins.seld.task import WEIGHTS_DIR, SeldTask, label_scores, seld_scores
 
 COLUMNS = ("ER20", "F20", "LE", "LR", "SELD", "LE_micro")
 
@@ -71,22 +71,14 @@ def model_scores(task: SeldTask, weights: Path, recordings) -> dict:
 
 
 def srp_scores(task: SeldTask, recordings) -> dict:
-    from edgeaudio.plugins.seld.metrics import SeldEvaluator
     from edgeaudio.plugins.seld.srp import SrpPhat
 
     srp = SrpPhat(task.array_profile().positions, sample_rate=task.sample_rate)
-    segments, frames = SeldEvaluator(len(task.classes)), SeldEvaluator(len(task.classes), segment_based=False)
+    pairs = []
     for recording in recordings:
         references = recording.label_set()
-        predicted = srp.labels(recording.audio, references)
-        segments.update(predicted, references)
-        frames.update(predicted, references)
-    scores = {}
-    for suffix, evaluator in (("", segments), ("_frame", frames)):
-        s = evaluator.scores()
-        scores.update({f"ER20{suffix}": s["ER"], f"F20{suffix}": s["F"], f"LE{suffix}": s["LE"], f"LR{suffix}": s["LR"],
-                       f"SELD{suffix}": s["SELD"], f"LE_micro{suffix}": s["LE_micro"]})
-    return scores
+        pairs.append((srp.labels(recording.audio, references), references))
+    return label_scores(pairs, len(task.classes))
 
 
 def shipped_arrays() -> list[str]:

@@ -265,8 +265,6 @@ class WindowedStream:
 
     def accept(self, chunk: np.ndarray, sample_rate: int | None = None) -> list[Any]:
         task = self.session.task
-        if self._buffer is None:
-            raise UsageError("this stream was flushed (end of input); open a new one with session.stream()")
         chunk = task.prepare_audio(chunk, task.sample_rate if sample_rate is None else sample_rate)
         self.samples_in += chunk.shape[1]
         self._buffer = np.concatenate([self._buffer, chunk], axis=1)

@@ -183,11 +183,18 @@ def seld_scores(items: list[tuple[np.ndarray, dict]], num_classes: int) -> dict[
 
     Counts add up over recordings before ratios are taken, as DCASE scores a whole split.
     """
-    from edgeaudio.plugins.seld.metrics import SeldEvaluator, accdoa_to_labels
+    from edgeaudio.plugins.seld.metrics import accdoa_to_labels
+
+    return label_scores(((accdoa_to_labels(accdoa, num_classes), labels) for accdoa, labels in items), num_classes)
+
+
+def label_scores(items: Iterable[tuple[dict, dict]], num_classes: int) -> dict[str, float]:
+    """The scores of ``seld_scores`` over (predicted label set, reference label set) pairs, for
+    systems that produce labels directly (the SRP-PHAT baseline)."""
+    from edgeaudio.plugins.seld.metrics import SeldEvaluator
 
     segments, frames = SeldEvaluator(num_classes), SeldEvaluator(num_classes, segment_based=False)
-    for accdoa, labels in items:
-        predicted = accdoa_to_labels(accdoa, num_classes)
+    for predicted, labels in items:
         segments.update(predicted, labels)
         frames.update(predicted, labels)
     scores = {}
