@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,42 @@ def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
     SeldTask(sidecar["config"]).load_model(str(weights))
     again = tiny_task.train(str(tmp_path / "run"), log=lambda m: None, **options)  # resumes: nothing left to do
     assert again["metrics"] == result["metrics"]
+
+
+TORCHRUN_SCRIPT = """
+import json, os, sys
+from edgeaudio.tasks import get_task
+
+TINY = json.loads(sys.argv[3])
+result = get_task("seld", TINY).train(sys.argv[1], hours=40 / 3600, test_scenes=2, epochs=2, batch_size=2,
+                                      library=sys.argv[2], workers=1, progress=False)
+with open(os.path.join(sys.argv[4], "rank" + os.environ["RANK"] + ".json"), "w") as f:
+    json.dump(result, f)
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_one_synthesis_and_rank_0_alone_writes(tmp_path):
+    """Two torchrun processes: rank 0 synthesizes while rank 1 waits, both train, one sidecar."""
+    import subprocess
+    import sys
+
+    library = _procedural_library(tmp_path / "library")
+    script, run, reports = tmp_path / "train.py", tmp_path / "run", tmp_path / "reports"
+    script.write_text(TORCHRUN_SCRIPT)
+    reports.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+               str(run), str(library), json.dumps(TINY), str(reports)]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    rank0, rank1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert {"ER20", "F20", "LE", "SELD"} <= set(rank0["metrics"]) and rank1["metrics"] == {}
+    assert sorted(p.name for p in run.glob("seld-*")) == ["seld-respeaker-4mic.json", "seld-respeaker-4mic.safetensors"]
+    sidecar = json.loads((run / "seld-respeaker-4mic.json").read_text())
+    assert sidecar["metrics"]["heldout"] == rank0["metrics"] and len(sidecar["training"]["history"]) == 2
+    assert len(list((run / "data" / "train" / "mic").glob("*.wav"))) == 4
+    assert done.stdout.count("synthesizing ") == done.stdout.count("weights: ") == 1  # rank 1 stayed quiet
 
 
 def test_training_spectrum_equals_the_graphs_conv_dft():

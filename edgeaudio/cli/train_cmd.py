@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from edgeaudio.cli.output import emit_json
@@ -41,6 +43,8 @@ def command(ctx, task, output, as_json):
 
     options = _parse_extra(tuple(ctx.args))
     result = get_task(task).train(output or f"runs/{task}", **options)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     if as_json:
         emit_json(result)
     elif result is not None:

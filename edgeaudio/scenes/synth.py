@@ -512,11 +512,12 @@ def _write_description(out: Path, config: SceneConfig, library: EventLibrary, mi
     }
     description = json.loads(json.dumps(description))
     path = out / "classes.json"
-    if path.is_file() and json.loads(path.read_text()) != description:
+    (out / "mic").mkdir(parents=True, exist_ok=True)
+    (out / "metadata").mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        path.write_text(json.dumps(description, indent=2) + "\n")
+    elif json.loads(path.read_text()) != description:  # an existing one is never rewritten: other ranks may read it
         raise UsageError(
             f"{out} holds scenes made with another library, array or configuration",
             hint="synthesize into an empty folder, or delete this one",
         )
-    (out / "mic").mkdir(parents=True, exist_ok=True)
-    (out / "metadata").mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(description, indent=2) + "\n")

@@ -13,6 +13,8 @@ from edgeaudio.training.loop import (  # noqa: E402  (after the torch check on p
     fit,
     is_main_process,
     load_weights,
+    main_process_first,
+    process_group,
     save_weights,
     seed_everything,
 )
@@ -25,6 +27,8 @@ __all__ = [
     "fit",
     "is_main_process",
     "load_weights",
+    "main_process_first",
+    "process_group",
     "save_weights",
     "seed_everything",
 ]

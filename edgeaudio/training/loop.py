@@ -270,20 +270,48 @@ def fit(
 
 
 @contextmanager
-def _joined_processes(config: TrainConfig) -> Iterator[_Processes]:
-    """Join the torchrun process group when there is one (gloo on CPU, nccl on CUDA), and leave it
-    afterwards, also on error; a group the caller set up is used as is and left to the caller."""
+def process_group(device: str = "auto") -> Iterator[torch.device]:
+    """Join the torchrun process group when there is one (gloo on CPU, nccl on CUDA) for the
+    block, and leave it afterwards, also on error; yields this process's device.
+
+    ``fit`` joins on its own. A trainer that also prepares data or writes results around ``fit``
+    wraps all of it, so that :func:`main_process_first` can hold the other ranks while rank 0
+    writes. A group someone else set up is used as is and left to them; in one process this
+    only resolves the device.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = _resolve_device(config.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    resolved = _resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     owns_group = world_size > 1 and not dist.is_initialized()
     if owns_group:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
     try:
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        yield _Processes(rank=rank, world_size=world_size, device=device)
+        yield resolved
     finally:
         if owns_group:
             dist.destroy_process_group()
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the block on rank 0 first and on the other ranks once it is done there.
+
+    For work whose result lands on disk, such as synthesizing a data set: rank 0 writes it while
+    the others wait at a barrier, then they run the same block and find it written. Inside
+    :func:`process_group`; without a group (one process) it just runs the block.
+    """
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if distributed and not is_main_process():
+        dist.barrier()
+    yield
+    if distributed and is_main_process():
+        dist.barrier()
+
+
+@contextmanager
+def _joined_processes(config: TrainConfig) -> Iterator[_Processes]:
+    with process_group(config.device) as device:
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        yield _Processes(rank=rank, world_size=int(os.environ.get("WORLD_SIZE", "1")), device=device)
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:

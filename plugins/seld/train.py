@@ -113,20 +113,36 @@ def train_seld(
     ``threads``: torch threads for training. On a machine busy with other jobs, 1 thread ran a
     training step 7x faster than 2 here: idle threads spin at every parallel region's barrier.
     """
-    from edgeaudio.plugins.seld.task import SeldTask
+    from edgeaudio.training import process_group
 
+    with process_group():
+        return _train(task, out_dir, array, classes, hours, epochs, seed, init, library, data_dir, test_scenes,
+                      batch_size, lr, workers, threads, val_every, progress, log)
+
+
+def _train(task, out_dir, array, classes, hours, epochs, seed, init, library, data_dir, test_scenes, batch_size, lr,
+           workers, threads, val_every, progress, log) -> dict[str, Any]:
+    """``train_seld`` inside the torchrun group (if any): rank 0 synthesizes while the others wait,
+    every rank trains its shard, rank 0 alone logs, scores and writes the weights."""
+    from edgeaudio.plugins.seld.task import SeldTask
+    from edgeaudio.training import is_main_process, main_process_first
+
+    main = is_main_process()
+    if not main:
+        log, progress = (lambda line: None), False
     out = Path(out_dir)
     command = _command(array=array, classes=classes, hours=hours, epochs=epochs, seed=seed, init=init,
                        library=library, data_dir=data_dir, test_scenes=test_scenes, batch_size=batch_size, lr=lr,
                        threads=threads, val_every=val_every if val_every != 5 else None, output=str(out))
     if isinstance(classes, str):
         classes = [c.strip() for c in classes.split(",") if c.strip()]
-    if data_dir:
-        train_set, test_set, found, data_info = _existing_data(data_dir, classes, task.sample_rate, log)
-    else:
-        train_set, test_set, found, data_info = _synthesized_data(
-            out / "data", array, classes, library, hours, test_scenes, seed, workers, progress, log
-        )
+    with main_process_first():
+        if data_dir:
+            train_set, test_set, found, data_info = _existing_data(data_dir, classes, task.sample_rate, log)
+        else:
+            train_set, test_set, found, data_info = _synthesized_data(
+                out / "data", array, classes, library, hours, test_scenes, seed, workers, progress, log
+            )
     if threads:
         import torch
 
@@ -138,6 +154,10 @@ def train_seld(
     log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {len(train_set)} recordings, "
         f"testing on {len(test_set)} held-out ones")
     history, metrics = _fit(model, seld, train_set, test_set, out / "checkpoints", epochs, batch_size, lr, seed, progress, val_every)
+    weights = out / f"seld-{seld.array}.safetensors"
+    result = {"weights": str(weights), "sidecar": str(weights.with_suffix(".json")), "metrics": metrics}
+    if not main:
+        return result
     sidecar = {
         "task": seld.name,
         "version": seld.version,
@@ -152,14 +172,13 @@ def train_seld(
                      "train_seconds": round(sum(r["seconds"] for r in history), 1), "history": history},
         "metrics": {"heldout": metrics},
     }
-    weights = out / f"seld-{seld.array}.safetensors"
     from edgeaudio.training import save_weights
 
     save_weights(model, weights)
     weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
     log("held-out: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ("ER20", "F20", "LE", "LR", "SELD")))
     log(f"weights: {weights}")
-    return {"weights": str(weights), "sidecar": str(weights.with_suffix(".json")), "metrics": metrics}
+    return result
 
 
 def _command(**options: Any) -> str:
@@ -262,7 +281,7 @@ def _fit(model, task, train_set, test_set, checkpoints: Path, epochs, batch_size
 
     from edgeaudio.plugins.seld.data import SeldCrops, adpit_loss
     from edgeaudio.plugins.seld.task import seld_scores
-    from edgeaudio.training import TrainConfig, cosine_adamw, fit
+    from edgeaudio.training import TrainConfig, cosine_adamw, fit, is_main_process
 
     dataset = SeldCrops(train_set, len(task.classes), task.array_profile().positions)
     make_optimizer, cosine_decay = cosine_adamw(lr, epochs, floor=0.02)
@@ -280,6 +299,8 @@ def _fit(model, task, train_set, test_set, checkpoints: Path, epochs, batch_size
                          val_every=max(1, int(val_every)), progress=progress)
     result = fit(model, dataset, loss_fn, config, val_fn=heldout, optimizer_factory=make_optimizer, on_epoch_end=cosine_decay)
     model.eval()
+    if not is_main_process():
+        return result.history, {}
     with torch.no_grad():
         metrics = heldout(model)
     return result.history, metrics
