@@ -19,13 +19,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGEAUDIO_CACHE", Path.home() / ".cache" / "edgeaudio"))
 
 
-def default_bundle(task_name: str, log: Callable[[str], None] = print) -> Path:
+def default_bundle(task_name: str, log: Callable[[str], None] = print, array: str | None = None) -> Path:
+    """The task's shipped model as an fp32 bundle for this host; ``array`` picks the weights
+    trained for that microphone array (array tasks ship one set per array)."""
     from edgeaudio.exporters.pipeline import export_task, plan_export
     from edgeaudio.profiles import host_target
     from edgeaudio.tasks import get_task
 
-    task = get_task(task_name)
+    task = get_task(task_name, {"array": array} if array else None)
     checkpoint = task.default_checkpoint()
+    if checkpoint is None and array:
+        raise UsageError(
+            f"task '{task_name}' ships no weights for array {array}",
+            hint=f"train them (edgeaudio train {task_name} --array {array}), or run the default model with --force",
+        )
     if checkpoint is None:
         raise UsageError(f"task '{task_name}' ships no default weights", hint=f"train it first: edgeaudio train {task_name}")
     profile, _ = host_target()

@@ -350,3 +350,84 @@ def test_vectorised_srp_equals_the_pyroomacoustics_loop():
     reference.freq_bins, reference.num_freq, reference.num_snap = srp._doa.freq_bins, srp._doa.num_freq, 3
     reference._process(spectra)
     np.testing.assert_allclose(srp._doa.grid.values, reference.grid.values, atol=1e-9)
+
+
+# -- which array a recording comes from -------------------------------------------------------
+
+
+def _run_cli(*args):
+    from click.testing import CliRunner
+
+    from edgeaudio.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def _events(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_recordings_name_their_array_in_the_wav_comment(tmp_path):
+    from edgeaudio.audio.recording_array import declared_array, write_tagged
+
+    tagged = write_tagged(tmp_path / "usb.wav", _noise(0, 2), 16000, "respeaker-usb")
+    plain = tmp_path / "plain.wav"
+    sf.write(str(plain), _noise(0, 2).T, 16000)
+    assert declared_array(tagged) == "respeaker-usb"
+    assert declared_array(plain) is None
+    assert declared_array(tmp_path / "missing.wav") is None
+
+
+def test_a_recording_from_another_array_is_refused_unless_forced(tiny_bundle, tmp_path):
+    from edgeaudio.audio.recording_array import write_tagged
+
+    audio = _noise(3, 10)
+    usb = write_tagged(tmp_path / "usb.wav", audio, 16000, "respeaker-usb")
+    same = write_tagged(tmp_path / "4mic.wav", audio, 16000, "respeaker-4mic")
+    refused = _run_cli("run", tiny_bundle, "-i", usb, "--backend", "onnxruntime")
+    assert refused.exit_code == 2
+    error = next(line for line in refused.stderr.splitlines() if line.startswith("error: "))
+    assert "recorded with respeaker-usb" in error and "trained for respeaker-4mic" in error
+    assert "--force" in refused.stderr and "Traceback" not in refused.output
+    named = _run_cli("run", tiny_bundle, "-i", same, "--device", "respeaker-usb", "--backend", "onnxruntime")
+    assert named.exit_code == 2 and "--device names respeaker-usb" in named.stderr  # file and flag disagree
+    forced = _run_cli("run", tiny_bundle, "-i", usb, "--force", "--backend", "onnxruntime")
+    plain = _run_cli("run", tiny_bundle, "-i", same, "--backend", "onnxruntime")
+    assert forced.exit_code == plain.exit_code == 0
+    assert "running anyway (--force)" in forced.stderr
+    assert _events(forced) == _events(plain) and len(_events(plain)) == 10
+
+
+def test_a_raw_device_capture_is_reduced_to_the_mics_of_its_channel_map(tiny_bundle, tmp_path):
+    """The ReSpeaker USB array's 6-channel capture: beam, four mics, playback; mics in 1-4."""
+    mics = _noise(4, 10)
+    capture = np.concatenate([mics[:1] * 0.5, mics, np.zeros_like(mics[:1])])
+    raw = tmp_path / "raw6.wav"
+    sf.write(str(raw), capture.T, 16000, subtype="FLOAT")
+    four = tmp_path / "four.wav"
+    sf.write(str(four), mics.T, 16000, subtype="FLOAT")
+    common = ("--device", "respeaker-usb", "--force", "--backend", "onnxruntime")
+    for mode in ("--stream", "--offline"):
+        picked = _run_cli("run", tiny_bundle, "-i", raw, mode, *common)
+        direct = _run_cli("run", tiny_bundle, "-i", four, mode, *common)
+        assert picked.exit_code == direct.exit_code == 0, picked.stderr
+        assert "using channels 1, 2, 3, 4 (its mics)" in picked.stderr
+        assert _events(picked) == _events(direct)
+
+
+def test_wrong_channel_count_names_the_expected_count_and_channel_map(tiny_bundle, tmp_path):
+    stereo = tmp_path / "stereo.wav"
+    sf.write(str(stereo), _noise(5, 2)[:2].T, 16000)
+    result = _run_cli("run", tiny_bundle, "-i", stereo, "--backend", "onnxruntime")
+    assert result.exit_code == 2
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    assert "has 2 channel(s)" in error and "expects 4" in error
+    assert "respeaker-4mic: 4 mics" in error and "channels 0, 1, 2, 3" in error
+
+
+def test_simulated_input_for_another_array_is_refused_unless_forced(tiny_bundle):
+    refused = _run_cli("run", tiny_bundle, "-i", "sim:seed=1,seconds=1", "--device", "respeaker-usb", "--backend", "onnxruntime")
+    assert refused.exit_code == 2 and "comes from respeaker-usb but this model was trained for respeaker-4mic" in refused.stderr
+    forced = _run_cli("run", tiny_bundle, "-i", "sim:seed=1,seconds=1", "--device", "respeaker-usb", "--force",
+                      "--backend", "onnxruntime")
+    assert forced.exit_code == 0 and len(_events(forced)) == 10

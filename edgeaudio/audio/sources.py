@@ -339,6 +339,7 @@ class FileSource(Source):
         self.path = Path(path)
         self._file = _open_sound_file(self.path)
         rate, channels = self._file.samplerate, self._file.channels
+        self._pick: list[int] | None = None
         super().__init__(model_rate, channels, f"file {self.path.name}")
         self._chunk = max(1, round(model_rate * chunk_ms / 1000))
         self._read = max(1, round(rate * chunk_ms / 1000))
@@ -346,9 +347,17 @@ class FileSource(Source):
         if rate != model_rate:
             self.notes.append(f"resampled {self.path.name} from {rate} Hz to {model_rate} Hz")
 
+    def pick_channels(self, channel_map: list[int]) -> None:
+        """Deliver only these channels of the file, in this order (a device capture's mics)."""
+        self._pick = list(channel_map)
+        self.channels = len(self._pick)
+        self._resample = StreamResampler(self._file.samplerate, self.sample_rate, self.channels)
+
     def _chunks(self) -> Iterator[Chunk]:
         pending = np.zeros((self.channels, 0), np.float32)
         for block in self._file.blocks(self._read, dtype="float32", always_2d=True):
+            if self._pick is not None:
+                block = block[:, self._pick]
             pending = np.concatenate([pending, self._resample(block)], axis=1)
             while pending.shape[1] >= self._chunk:
                 yield pending[:, : self._chunk], time.monotonic()
@@ -516,24 +525,31 @@ def open_source(
     block_ms: float = 20.0,
     realtime: bool = True,
     log: Callable[[str], None] = lambda message: None,
+    force: bool = False,
 ) -> Source:
     """The source ``input_spec`` names: ``None``/``"mic"`` (live), ``"sim:..."``, or a file path.
 
     ``profile`` is an ArrayProfile or a name (family names resolve to the connected variant); for
     live and simulated input it defaults to the array the task was trained for, or the mono
     profile for a mono task. Choices and changes to the audio are reported through ``log``.
+    A file's array is ``profile`` or the one its WAV comment names. Input from an array other
+    than the model's is refused unless ``force``: the model's directions would be wrong.
     """
     task = session.task
     if input_spec is not None and input_spec != "mic" and not input_spec.startswith("sim:"):
+        from edgeaudio.audio.recording_array import file_channel_map
+
         source = FileSource(input_spec, session.sample_rate, chunk_ms)
-        if source.channels != task.channels:
+        named = named_array(profile) if profile is not None else None
+        try:
+            channel_map = file_channel_map(source.path, source.channels, named, task, force, log)
+        except Exception:
             source.close()
-            raise AudioInputError(
-                f"{source.path.name} has {source.channels} channel(s) but task '{task.name}' expects {task.channels}",
-                hint="record with the array the model was trained for, or pick the matching bundle",
-            )
+            raise
+        if channel_map is not None:
+            source.pick_channels(channel_map)
     else:
-        array = _resolve_array(profile, task, log)
+        array = _resolve_array(profile, task, log, force)
         if input_spec is None or input_spec == "mic":
             source = MicrophoneSource(array, session.sample_rate, task.channels, device_index, block_ms)
         else:
@@ -546,7 +562,16 @@ def open_source(
     return source
 
 
-def _resolve_array(profile: ArrayProfile | str | None, task: Task, log: Callable[[str], None]) -> ArrayProfile:
+def named_array(profile: ArrayProfile | str) -> ArrayProfile:
+    """The array ``--device`` names for a file: no device is probed, a family means its default."""
+    from edgeaudio.profiles import get_array
+
+    return profile if not isinstance(profile, str) else get_array(profile, live_devices=[])[0]
+
+
+def _resolve_array(
+    profile: ArrayProfile | str | None, task: Task, log: Callable[[str], None], force: bool = False
+) -> ArrayProfile:
     """The array profile for live or simulated input, saying which one was chosen and why."""
     from edgeaudio.profiles import get_array
 
@@ -562,6 +587,11 @@ def _resolve_array(profile: ArrayProfile | str | None, task: Task, log: Callable
         array, reason = get_array(name)
         log(f"array: {reason}")
     if task.array and array.name != task.array:
-        log(f"note: the model was trained for array {task.array}; directions are only right for that geometry")
+        if not force:
+            raise AudioInputError(
+                f"the input comes from {array.name} but this model was trained for {task.array}; its directions would be wrong",
+                hint=f"run the model for {array.name} (edgeaudio run {task.name} --device {array.name}), or pass --force",
+            )
+        log(f"note: the model was trained for array {task.array}; directions are only right for that geometry (--force)")
     return array
 

@@ -16,13 +16,39 @@ from edgeaudio.cli.output import note
 from edgeaudio.errors import DeviceLost, UsageError
 
 
-def _resolve_bundle(name: str, backend: str) -> str:
-    """A bundle path as given, or for a task name the cached export of its shipped weights."""
+def _resolve_bundle(name: str, array: str | None, input_spec: str | None, force: bool) -> str:
+    """A bundle path as given, or for a task name the cached export of its shipped weights: for
+    an array task, those for the array ``--device`` names or the input file declares."""
     if Path(name).exists():
         return name
     from edgeaudio.cache import default_bundle
 
-    return str(default_bundle(name, log=note))
+    recorded = _input_array(name, array, input_spec)
+    try:
+        return str(default_bundle(name, log=note, array=recorded))
+    except UsageError:
+        if recorded is None or not force:
+            raise
+        note(f"no shipped '{name}' weights for {recorded}; running the default model anyway (--force)")
+        return str(default_bundle(name, log=note))
+
+
+def _input_array(task_name: str, array: str | None, input_spec: str | None) -> str | None:
+    """The array profile the input comes from, for a task whose models are per array; else None."""
+    from edgeaudio.tasks import get_task
+
+    if "array" not in get_task(task_name).config:
+        return None
+    is_file = input_spec is not None and input_spec != "mic" and not input_spec.startswith("sim:")
+    if array is not None:
+        from edgeaudio.profiles import get_array
+
+        return get_array(array, live_devices=[] if is_file else None)[0].name
+    if is_file and Path(input_spec).is_file():
+        from edgeaudio.audio.recording_array import declared_array
+
+        return declared_array(input_spec)
+    return None
 
 
 @click.command("run")
@@ -47,15 +73,16 @@ def _resolve_bundle(name: str, backend: str) -> str:
 @click.option("--steps", type=click.IntRange(min=1), help="Text-to-audio: sampling steps (default: the task's).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Text-to-audio: noise seed.")
 @click.option("--guidance", type=float, help="Text-to-audio: classifier-free guidance scale (default: the task's).")
+@click.option("--force", is_flag=True, help="Run an array model on audio from another array (its directions will be wrong).")
 def command(
     task_or_bundle, prompt, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend,
-    precision, stream, chunk_ms, every, steps, seed, guidance,
+    precision, stream, chunk_ms, every, steps, seed, guidance, force,
 ):  # fmt: skip
     """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array;
     text-to-audio tasks take a PROMPT instead: edgeaudio run tta "a horn honks twice" -o out.wav"""
     from edgeaudio.runtime import load
 
-    session = load(_resolve_bundle(task_or_bundle, backend), backend=backend, precision=precision)
+    session = load(_resolve_bundle(task_or_bundle, array, input_spec, force), backend=backend, precision=precision)
     note(f"backend: {session.reason}")
     open_sinks = partial(_open_sinks, session.task, output, udp, speaker)  # opened once the input is
     if session.task.inputs == "text":
@@ -64,9 +91,9 @@ def command(
     if prompt is not None:
         raise UsageError(f"task '{session.task.name}' takes audio, not a prompt ('{prompt}')", hint="pass audio with --input FILE")
     if stream:
-        summary = _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every)
+        summary = _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every, force)
     else:
-        summary = _run_offline(session, input_spec, open_sinks)
+        summary = _run_offline(session, input_spec, array, open_sinks, force)
     _report(summary, stats, as_json)
     if summary["error"]:
         raise DeviceLost(summary["error"], hint="results up to the loss were written; check the device and run again")
@@ -87,11 +114,11 @@ def _open_sinks(task, output: str | None, udp: str | None, speaker: bool) -> lis
     return sinks or [JsonLinesSink()]
 
 
-def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every=None) -> dict:
+def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every=None, force=False) -> dict:
     from edgeaudio.audio.live import run_live
     from edgeaudio.audio.sources import open_source
 
-    source = open_source(input_spec, array, session, device_index=device_index, chunk_ms=chunk_ms, log=note)
+    source = open_source(input_spec, array, session, device_index=device_index, chunk_ms=chunk_ms, log=note, force=force)
     try:
         sinks = open_sinks()
     except Exception:
@@ -105,15 +132,21 @@ def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, c
     return summary
 
 
-def _run_offline(session, input_spec, open_sinks) -> dict:
+def _run_offline(session, input_spec, array, open_sinks, force=False) -> dict:
     """The whole file in one call: the reference a streamed run must match."""
     from edgeaudio.audio import read_audio
+    from edgeaudio.audio.recording_array import file_channel_map
+    from edgeaudio.audio.sources import named_array
 
     if input_spec is None or input_spec == "mic" or input_spec.startswith("sim:"):
         raise UsageError("--offline needs an audio file as --input", hint="drop --offline for live or simulated input")
     audio, rate, notes = read_audio(input_spec, sample_rate=session.sample_rate)
     for message in notes:
         note(message)
+    named = named_array(array) if array is not None else None
+    channel_map = file_channel_map(Path(input_spec), audio.shape[0], named, session.task, force, note)
+    if channel_map is not None:
+        audio = audio[channel_map]
     results = [session.process(audio, rate)]
     sinks = open_sinks()
     for sink in sinks:
