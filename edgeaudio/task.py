@@ -265,11 +265,14 @@ class Runner:
         raise NotImplementedError
 
 
-def matching_checkpoint(weights: str | Path, config: Mapping[str, Any], keys: Iterable[str]) -> str | None:
+def matching_checkpoint(
+    weights: str | Path, config: Mapping[str, Any], keys: Iterable[str], defaults: Mapping[str, Any] | None = None
+) -> str | None:
     """``weights`` when its JSON sidecar says it was trained with the same ``keys`` of ``config``.
 
     Shipped weights only fit the model configuration they were trained with; a task configured
     differently (other classes, sizes, array) must start from scratch rather than fail to load.
+    ``defaults``: the values of keys added after a sidecar was written, as that model used them.
     """
     import json
 
@@ -277,7 +280,7 @@ def matching_checkpoint(weights: str | Path, config: Mapping[str, Any], keys: It
     sidecar = weights.with_suffix(".json")
     if not (weights.is_file() and sidecar.is_file()):
         return None
-    trained = json.loads(sidecar.read_text())["config"]
+    trained = {**(defaults or {}), **json.loads(sidecar.read_text())["config"]}
     if any(trained.get(key) != config.get(key) for key in keys):
         return None
     return str(weights)

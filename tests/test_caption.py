@@ -4,6 +4,8 @@ encoder + decoder-step bundle giving the same caption on torch, ONNX Runtime and
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from edgeaudio.plugins.caption.search import beam_search, greedy  # noqa: E402
 from edgeaudio.plugins.caption.tokenizer import Vocabulary, normalize  # noqa: E402
 
 # a fixed-seed small model: fast to export, independent of the shipped weights
-SMALL = {"n_mels": 32, "d_model": 32, "heads": 2, "hidden": 64, "encoder_layers": 1, "decoder_layers": 1,
+SMALL = {"n_mels": 32, "stem": "conv2d", "d_model": 32, "heads": 2, "hidden": 64, "encoder_layers": 1, "decoder_layers": 1,
          "max_tokens": 12, "seed": 3}  # fmt: skip
 
 CANDIDATES = ["a dog barks twice", "a man speaks while a car passes by", "music plays",
@@ -191,6 +193,16 @@ def test_default_model_is_under_ten_million_parameters(caption_plugin):
 
     model = CaptionTask().build_model()
     assert sum(p.numel() for p in model.parameters()) <= 10_000_000
+
+
+@pytest.mark.parametrize("stem", ["conv1d", "conv2d"])
+def test_both_encoder_stems_give_80_ms_memory_frames(caption_plugin, stem):
+    from edgeaudio.plugins.caption.task import CaptionTask
+
+    model = CaptionTask({**SMALL, "stem": stem}).build_model().eval()
+    with torch.inference_mode():
+        memory = model.encoder(model.frontend(torch.zeros(2, 1, 16000)))
+    assert memory.shape == (2, math.ceil(model.frontend(torch.zeros(1, 1, 16000)).shape[-1] / 8), SMALL["d_model"])
 
 
 def test_cached_steps_equal_teacher_forcing(small_task):

@@ -123,24 +123,61 @@ class EncoderLayer(nn.Module):
         return x + self.dropout(self.feed_forward(self.norm2(x)))
 
 
-class AudioEncoder(nn.Module):
-    """Log-mel [B, n_mels, frames] -> memory [B, frames / 8, d_model]: three stride-2 convolutions
-    (80 ms per memory frame) then Transformer layers with sinusoidal positions, so the decoder can
-    tell what came first ("then") from what overlapped ("while")."""
+STEM_WIDTHS = (16, 32, 64)
 
-    def __init__(self, n_mels: int, d_model: int, layers: int, heads: int, hidden: int, dropout: float):
+
+class SpectroTemporalStem(nn.Module):
+    """Log-mel [B, n_mels, frames] -> [B, frames / 8, d_model] through three 3x3 conv blocks
+    (BatchNorm, GELU), each halving time and frequency, then each frame's remaining bands
+    flattened and projected. The same kernel at every band makes a pattern recognisable wherever
+    it sits in frequency, which a 1-D stem over bands as channels must learn band by band."""
+
+    def __init__(self, n_mels: int, d_model: int):
+        super().__init__()
+        layers, channels = [], 1
+        for width in STEM_WIDTHS:
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.GELU()]
+            channels = width
+        self.convs = nn.Sequential(*layers)
+        bands = n_mels
+        for _ in STEM_WIDTHS:
+            bands = (bands + 1) // 2
+        self.project = nn.Linear(channels * bands, d_model)
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        x = self.convs(logmel[:, None])  # [B, C, bands', frames']
+        return self.project(x.flatten(1, 2).transpose(1, 2))
+
+
+class AudioEncoder(nn.Module):
+    """Log-mel [B, n_mels, frames] -> memory [B, frames / 8, d_model]: a stem that strides time
+    by 8 (80 ms per memory frame) then Transformer layers with sinusoidal positions, so the decoder
+    can tell what came first ("then") from what overlapped ("while").
+
+    ``stem``: ``"conv2d"`` (:class:`SpectroTemporalStem`) or ``"conv1d"``, three stride-2 1-D
+    convolutions over the mel bands as channels (the first shipped model's)."""
+
+    def __init__(self, n_mels: int, d_model: int, layers: int, heads: int, hidden: int, dropout: float, stem: str = "conv1d"):
         super().__init__()
         self.input_norm = nn.BatchNorm1d(n_mels)
-        convs = []
-        for i in range(3):
-            convs += [nn.Conv1d(n_mels if i == 0 else d_model, d_model, 5, stride=2, padding=2), nn.GELU()]
-        self.convs = nn.Sequential(*convs)
+        if stem == "conv2d":
+            self.convs = SpectroTemporalStem(n_mels, d_model)
+        elif stem == "conv1d":
+            convs = []
+            for i in range(3):
+                convs += [nn.Conv1d(n_mels if i == 0 else d_model, d_model, 5, stride=2, padding=2), nn.GELU()]
+            self.convs = nn.Sequential(*convs)
+        else:
+            raise ValueError(f"unknown encoder stem '{stem}' (conv1d or conv2d)")
+        self.stem = stem
         self.layers = nn.ModuleList(EncoderLayer(d_model, heads, hidden, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(d_model)
         self.d_model = d_model
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        x = self.convs(self.input_norm(logmel)).transpose(1, 2)
+        x = self.convs(self.input_norm(logmel))
+        if self.stem == "conv1d":
+            x = x.transpose(1, 2)
         x = x + sinusoids(x, self.d_model)[None]
         for layer in self.layers:
             x = layer(x)
@@ -214,11 +251,11 @@ class CaptionNet(nn.Module):
     def __init__(
         self, vocab_size: int, sample_rate: int = 16000, n_fft: int = N_FFT, hop: int = HOP, n_mels: int = 64,
         d_model: int = 128, heads: int = 4, hidden: int = 384, encoder_layers: int = 2, decoder_layers: int = 2,
-        max_tokens: int = 32, dropout: float = 0.1, tags: int = 0,
+        max_tokens: int = 32, dropout: float = 0.1, tags: int = 0, stem: str = "conv1d",
     ):  # fmt: skip
         super().__init__()
         self.frontend = LogMel(sample_rate, n_fft, hop, n_mels)
-        self.encoder = AudioEncoder(n_mels, d_model, encoder_layers, heads, hidden, dropout)
+        self.encoder = AudioEncoder(n_mels, d_model, encoder_layers, heads, hidden, dropout, stem)
         self.decoder = TextDecoder(vocab_size, d_model, decoder_layers, heads, hidden, max_tokens, dropout)
         # training-only tagging head: which event classes the clip holds (max over memory frames);
         # it teaches the encoder to tell classes apart directly, not only through the words

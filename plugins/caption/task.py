@@ -22,7 +22,9 @@ WEIGHTS = WEIGHTS_DIR / "caption.safetensors"
 VALIDATION_CLIPS = 48
 VALIDATION_SEED = 7001
 # Keys that decide the network's shape and meaning; shipped weights fit only when these agree.
-MODEL_KEYS = ("vocab", "tags", "n_mels", "d_model", "heads", "hidden", "encoder_layers", "decoder_layers", "max_tokens")
+MODEL_KEYS = ("vocab", "tags", "n_mels", "stem", "d_model", "heads", "hidden", "encoder_layers", "decoder_layers",
+              "max_tokens")
+LEGACY = {"stem": "conv1d"}  # what a sidecar written before a key existed was trained with
 
 
 class CaptionTask(Task):
@@ -43,7 +45,7 @@ class CaptionTask(Task):
         sidecar = WEIGHTS.with_suffix(".json")
         if WEIGHTS.is_file() and sidecar.is_file():
             trained = json.loads(sidecar.read_text())["config"]
-            return {**search, **{k: trained[k] for k in (*MODEL_KEYS, "seed")}}
+            return {**search, **{k: trained.get(k, LEGACY.get(k)) for k in (*MODEL_KEYS, "seed")}}
         from edgeaudio.plugins.caption.data import EVENT_KEYWORDS, caption_words
         from edgeaudio.plugins.caption.tokenizer import Vocabulary
 
@@ -51,7 +53,7 @@ class CaptionTask(Task):
             **search,
             "vocab": Vocabulary.build(caption_words()).words,
             "tags": sorted(EVENT_KEYWORDS),
-            "n_mels": 64, "d_model": 128, "heads": 4, "hidden": 384,
+            "n_mels": 64, "stem": "conv2d", "d_model": 128, "heads": 4, "hidden": 384,
             "encoder_layers": 2, "decoder_layers": 2, "max_tokens": 32, "seed": 0,
         }  # fmt: skip
 
@@ -74,10 +76,11 @@ class CaptionTask(Task):
                 len(c["vocab"]), sample_rate=self.sample_rate, n_mels=c["n_mels"], d_model=c["d_model"],
                 heads=c["heads"], hidden=c["hidden"], encoder_layers=c["encoder_layers"],
                 decoder_layers=c["decoder_layers"], max_tokens=c["max_tokens"], tags=len(c.get("tags", [])),
+                stem=c.get("stem", LEGACY["stem"]),
             )  # fmt: skip
 
     def default_checkpoint(self) -> str | None:
-        return matching_checkpoint(WEIGHTS, self.config, MODEL_KEYS)
+        return matching_checkpoint(WEIGHTS, {**LEGACY, **self.config}, MODEL_KEYS, defaults=LEGACY)
 
     def graphs(self, model) -> list[Graph]:
         import torch

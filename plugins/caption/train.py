@@ -64,11 +64,13 @@ def train_caption(
     captions_format: str = "clotho",
     audio_dir: str | None = None,
     threads: int | None = 1,
+    stem: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and write ``caption.safetensors`` + vocab + sidecar under ``out_dir``; returns the
-    sidecar. ``threads``: torch threads (1 is fastest on a machine shared with other jobs)."""
+    sidecar. ``threads``: torch threads (1 is fastest on a machine shared with other jobs).
+    ``stem``: the encoder's stem, ``conv2d`` or ``conv1d`` (default: the task config's)."""
     import torch
 
     from edgeaudio.plugins.caption.data import synthesize_set
@@ -78,8 +80,10 @@ def train_caption(
     if threads:
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
+    if stem is not None:
+        task.config["stem"] = stem
     command = dict(clips=clips, test_clips=test_clips, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-                   library=library, captions_csv=captions_csv, audio_dir=audio_dir)  # fmt: skip
+                   library=library, captions_csv=captions_csv, audio_dir=audio_dir, stem=stem)  # fmt: skip
     if captions_csv:
         command["captions_format"] = captions_format
     frontend = _frontend(task)
