@@ -152,7 +152,7 @@ class Session:
 
     def process(self, audio: np.ndarray, sample_rate: int) -> Any:
         """Decoded results for a whole clip shaped [channels, samples] (or [samples] when mono)."""
-        return self.task.decode(self.process_raw(audio, sample_rate))
+        return self.task.decoder()(self.process_raw(audio, sample_rate))
 
     def generate(self, prompt: str, **options: Any) -> Any:
         """Decoded results generated from a text prompt (tasks whose ``inputs`` is "text")."""
@@ -194,6 +194,7 @@ class Stream:
         self.block = self.graph.streaming.block
         self._state = self.graph.initial_state()
         self._buffer = np.zeros((self.session.task.channels, 0), dtype=np.float32)
+        self._decode = self.session.task.decoder()
 
     def accept(self, chunk: np.ndarray, sample_rate: int | None = None) -> list[Any]:
         """Add audio [channels, samples]; run every whole block; return the new decoded results."""
@@ -231,7 +232,7 @@ class Stream:
             self._frames.setdefault(name, []).append(value)
         first = self._frame_index
         self._frame_index += next(iter(frames.values())).shape[axes.get(next(iter(frames)), 1)]
-        return [self.session.task.decode(frames, start_frame=first)]
+        return [self._decode(frames, start_frame=first)]
 
     def outputs(self) -> dict[str, np.ndarray]:
         axes = self.graph.streaming.time_axes

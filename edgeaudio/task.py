@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -237,6 +237,12 @@ class Task:
         ``start_frame`` is the index of the first output frame in ``outputs`` when streaming.
         """
         return {name: np.asarray(value).tolist() for name, value in outputs.items()}
+
+    def decoder(self) -> Callable[..., Any]:
+        """The decode for one run (a stream or a whole file), called as ``decode`` is. Tasks whose
+        decoding carries state from one call to the next (SELD's track ids) return a fresh
+        stateful one each time; the default is ``decode`` itself."""
+        return self.decode
 
     def generate(self, runner: "Runner", prompt: str, **options: Any) -> dict[str, np.ndarray]:
         """Raw outputs generated from a text prompt (tasks with ``inputs = "text"``)."""

@@ -154,7 +154,7 @@ def test_decode_gives_named_events_with_directions(tiny_task):
     assert [f["frame"] for f in frames] == [10, 11, 12]
     assert [f["time_s"] for f in frames] == [1.0, 1.1, 1.2]
     assert frames[0]["events"] == [] and frames[2]["events"] == []
-    assert frames[1]["events"] == [{"class": "tone", "azimuth": 30.0, "elevation": 0.0, "confidence": 0.9}]
+    assert frames[1]["events"] == [{"class": "tone", "azimuth": 30.0, "elevation": 0.0, "confidence": 0.9, "track": 0}]
     json.dumps(frames)
 
 
@@ -431,3 +431,69 @@ def test_simulated_input_for_another_array_is_refused_unless_forced(tiny_bundle)
     forced = _run_cli("run", tiny_bundle, "-i", "sim:seed=1,seconds=1", "--device", "respeaker-usb", "--force",
                       "--backend", "onnxruntime")
     assert forced.exit_code == 0 and len(_events(forced)) == 10
+
+
+# -- track ids, DCASE rows, plots ----------------------------------------------------------------
+
+
+def test_tracker_follows_a_moving_source_and_tells_two_apart():
+    from edgeaudio.plugins.seld.tracking import Tracker
+
+    tracker = Tracker()
+    ids = [tracker.assign(f, [(0, 10.0 * f, 0.0), (0, -120.0, 5.0)]) for f in range(6)]  # 10 deg per frame
+    assert all(frame == [0, 1] for frame in ids)
+    assert tracker.assign(6, [(0, -120.0, 5.0), (0, 60.0, 0.0)]) == [1, 0]  # order in the frame does not matter
+    assert tracker.assign(7, [(1, 60.0, 0.0)]) == [2]  # another class at the same place is another source
+    assert tracker.assign(8, [(0, 60.0 + 90.0, 0.0)]) == [3]  # too far in one step: a new source
+    assert tracker.assign(20, [(0, -120.0, 5.0)]) == [4]  # silent for longer than the gap: a new id
+
+
+def test_tracker_wraps_azimuth_around_180_degrees():
+    from edgeaudio.plugins.seld.tracking import Tracker
+
+    tracker = Tracker()
+    assert [tracker.assign(f, [(2, az, 0.0)]) for f, az in enumerate([170.0, 178.0, -176.0, -168.0])] == [[0]] * 4
+
+
+def _shipped_scene_run(tmp_path, *extra):
+    scene = Path(__file__).parents[1] / "examples" / "scenes" / "respeaker-4mic-scene.wav"
+    return _run_cli("run", "seld", "-i", scene, "--backend", "onnxruntime", *extra)
+
+
+@pytest.mark.slow
+def test_shipped_model_streams_tracks_dcase_rows_and_a_plot(seld_plugin, tmp_path):
+    from edgeaudio.plugins.seld.task import SeldTask
+
+    if SeldTask().default_checkpoint() is None:
+        pytest.skip("no shipped weights for respeaker-4mic in plugins/seld/weights")
+    streamed = _shipped_scene_run(tmp_path)
+    offline = _shipped_scene_run(tmp_path, "--offline")
+    assert streamed.exit_code == offline.exit_code == 0, streamed.stderr
+    frames = _events(streamed)
+    assert frames == _events(offline) and len(frames) == 200  # track ids too: the tracker is causal
+    events = [e for f in frames for e in f["events"]]
+    assert events and all(isinstance(e["track"], int) for e in events)
+    lengths = {}
+    for e in events:
+        lengths[e["track"]] = lengths.get(e["track"], 0) + 1
+    assert max(lengths.values()) >= 10  # a source keeps its id for at least a second
+
+    csv, png = tmp_path / "events.csv", tmp_path / "azimuth.png"
+    result = _shipped_scene_run(tmp_path, "--format", "dcase", "-o", csv, "--plot", png)
+    assert result.exit_code == 0, result.stderr
+    rows = [line.split(",") for line in csv.read_text().splitlines()]
+    classes = SeldTask().classes
+    assert len(rows) == len(events)
+    first = next(f for f in frames if f["events"])["events"][0]
+    assert rows[0][1:3] == [str(classes.index(first["class"])), str(first["track"])]
+    assert all(len(r) == 5 and -180 <= int(r[3]) <= 180 for r in rows)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plotted {len(events)} event frame(s)" in result.stderr
+
+
+def test_dcase_format_is_refused_for_tasks_without_located_events(tmp_path):
+    from edgeaudio.audio.event_sinks import DcaseCsvSink
+    from edgeaudio.errors import UsageError
+    from edgeaudio.tasks import get_task
+
+    with pytest.raises(UsageError, match="locate classed sound events"):
+        DcaseCsvSink(tmp_path / "x.csv", get_task("enhance"))

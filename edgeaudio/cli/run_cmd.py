@@ -73,10 +73,13 @@ def _input_array(task_name: str, array: str | None, input_spec: str | None) -> s
 @click.option("--steps", type=click.IntRange(min=1), help="Text-to-audio: sampling steps (default: the task's).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Text-to-audio: noise seed.")
 @click.option("--guidance", type=float, help="Text-to-audio: classifier-free guidance scale (default: the task's).")
+@click.option("--format", "fmt", type=click.Choice(["json", "dcase"]), default="json", show_default=True,
+              help="Results as JSON lines, or (seld) DCASE CSV rows: frame,class,track,azimuth,elevation.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="seld: draw azimuth over time per class to this PNG.")
 @click.option("--force", is_flag=True, help="Run an array model on audio from another array (its directions will be wrong).")
 def command(
     task_or_bundle, prompt, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend,
-    precision, stream, chunk_ms, every, steps, seed, guidance, force,
+    precision, stream, chunk_ms, every, steps, seed, guidance, fmt, plot, force,
 ):  # fmt: skip
     """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array;
     text-to-audio tasks take a PROMPT instead: edgeaudio run tta "a horn honks twice" -o out.wav"""
@@ -84,7 +87,7 @@ def command(
 
     session = load(_resolve_bundle(task_or_bundle, array, input_spec, force), backend=backend, precision=precision)
     note(f"backend: {session.reason}")
-    open_sinks = partial(_open_sinks, session.task, output, udp, speaker)  # opened once the input is
+    open_sinks = partial(_open_sinks, session.task, output, udp, speaker, fmt, plot)  # opened once the input is
     if session.task.inputs == "text":
         _report(_run_prompt(session, prompt, input_spec, open_sinks, seconds, steps, seed, guidance), stats, as_json)
         return
@@ -99,19 +102,26 @@ def command(
         raise DeviceLost(summary["error"], hint="results up to the loss were written; check the device and run again")
 
 
-def _open_sinks(task, output: str | None, udp: str | None, speaker: bool) -> list:
-    """Result sinks for the flags; JSON lines on stdout when no other destination is named."""
+def _open_sinks(task, output: str | None, udp: str | None, speaker: bool, fmt: str = "json", plot: str | None = None) -> list:
+    """Result sinks for the flags; results on stdout (JSON lines, or DCASE rows) when no other
+    destination is named."""
+    from edgeaudio.audio.event_sinks import AzimuthPlotSink, DcaseCsvSink
     from edgeaudio.audio.sinks import JsonLinesSink, SpeakerSink, UdpSink, WavSink, is_waveform_task
 
+    lines = (lambda path: DcaseCsvSink(path, task)) if fmt == "dcase" else JsonLinesSink
     sinks = []
+    if plot:
+        sinks.append(AzimuthPlotSink(plot, task))
     if output:
         wav = output.endswith(".wav") and is_waveform_task(task)
-        sinks.append(WavSink(output, task) if wav else JsonLinesSink(output))
+        sinks.append(WavSink(output, task) if wav else lines(output))
     if udp:
         sinks.append(UdpSink(udp))
     if speaker:
         sinks.append(SpeakerSink(task))
-    return sinks or [JsonLinesSink()]
+    if not any(not isinstance(sink, AzimuthPlotSink) for sink in sinks):
+        sinks.append(lines(None))
+    return sinks
 
 
 def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every=None, force=False) -> dict:

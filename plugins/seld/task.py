@@ -147,25 +147,41 @@ class SeldTask(Task):
         return seld_scores([(graph.run_offline(audio)["accdoa"][0], labels) for audio, labels in dataset], len(self.classes))
 
     # -- running -------------------------------------------------------------------------------
-    def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0) -> list[dict[str, Any]]:
-        """Per 100 ms frame: the active events with class name, direction in degrees (DCASE
-        convention) and confidence, the length of the event's ACCDOA vector (capped at 1)."""
-        from edgeaudio.plugins.seld.metrics import accdoa_to_labels
+    def decoder(self):
+        """A decode for one run whose track ids carry on from call to call (see tracking.py)."""
+        from functools import partial
 
+        from edgeaudio.plugins.seld.tracking import Tracker
+
+        return partial(self.decode, tracker=Tracker())
+
+    def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0, tracker=None) -> list[dict[str, Any]]:
+        """Per 100 ms frame: the active events with class name, direction in degrees (DCASE
+        convention: azimuth counter-clockwise from the array's x axis, elevation up from its
+        plane), confidence (the length of the event's ACCDOA vector, capped at 1) and a track
+        id that follows one source over frames (``tracker`` carries them between calls; a
+        fresh one numbers this call's sources from 0)."""
+        from edgeaudio.plugins.seld.metrics import accdoa_to_labels
+        from edgeaudio.plugins.seld.tracking import Tracker
+
+        tracker = tracker if tracker is not None else Tracker()
         accdoa = np.asarray(outputs["accdoa"])[0]
         classes = self.classes
         vectors = accdoa.reshape(len(accdoa), 3, 3, len(classes))
         labels = accdoa_to_labels(accdoa, len(classes))
         frames = []
         for i in range(len(accdoa)):
+            found = labels.get(i, [])
+            ids = tracker.assign(start_frame + i, [(cls, az, el) for cls, az, el, _ in found])
             events = [
                 {
                     "class": classes[cls],
                     "azimuth": round(az, 1),
                     "elevation": round(el, 1),
                     "confidence": round(min(1.0, float(np.linalg.norm(vectors[i, track, :, cls]))), 3),
+                    "track": ident,
                 }
-                for cls, az, el, track in labels.get(i, [])
+                for (cls, az, el, track), ident in zip(found, ids)
             ]
             frame = start_frame + i
             frames.append({"frame": frame, "time_s": round(frame * FRAME_SECONDS, 3), "events": events})

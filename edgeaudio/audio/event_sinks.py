@@ -1,0 +1,96 @@
+"""Sinks for located sound events (SELD-style results): the DCASE CSV and an azimuth-over-time plot.
+
+Both take the per-frame items such tasks decode to, ``{"frame", "time_s", "events": [{"class",
+"azimuth", "elevation", "confidence", "track"}]}``, and need the task's ``classes`` to number them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from edgeaudio.audio.sinks import Sink, result_items
+from edgeaudio.errors import UsageError, require
+from edgeaudio.task import Task
+
+
+def _event_classes(task: Task, what: str) -> list[str]:
+    classes = getattr(task, "classes", None)
+    if not classes or not hasattr(task, "array"):
+        raise UsageError(f"{what} is for tasks that locate classed sound events (seld), not '{task.name}'",
+                         hint="leave it out for this task")
+    return list(classes)
+
+
+class DcaseCsvSink(Sink):
+    """DCASE 2022/23 output rows, one per active event and frame of 100 ms:
+    ``frame,class_index,track,azimuth,elevation`` with integer degrees; to ``path`` or stdout."""
+
+    def __init__(self, path: str | Path | None, task: Task):
+        self.index = {name: i for i, name in enumerate(_event_classes(task, "--format dcase"))}
+        self.path = Path(path) if path else None
+        self.rows = 0
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._out: IO[str] = open(self.path, "w", encoding="utf-8") if self.path else sys.stdout
+
+    def write(self, results: list[Any]) -> None:
+        for item in result_items(results):
+            for event in item["events"]:
+                self._out.write(f"{item['frame']},{self.index[event['class']]},{event['track']},"
+                                f"{round(event['azimuth'])},{round(event['elevation'])}\n")
+                self.rows += 1
+        self._out.flush()
+
+    def close(self) -> None:
+        if self.path and not self._out.closed:
+            self._out.close()
+
+    def summary(self) -> str | None:
+        return f"wrote {self.rows} DCASE row(s) to {self.path}" if self.path else None
+
+
+class AzimuthPlotSink(Sink):
+    """Azimuth over time, one colour per class, drawn to a PNG when the run ends (matplotlib)."""
+
+    def __init__(self, path: str | Path, task: Task):
+        self.classes = _event_classes(task, "--plot")
+        require("matplotlib", "plot")
+        self.path = Path(path)
+        self.points: dict[str, list[tuple[float, float]]] = {}
+        self.last_time = 0.0
+        self._written = False
+
+    def write(self, results: list[Any]) -> None:
+        for item in result_items(results):
+            self.last_time = max(self.last_time, item["time_s"])
+            for event in item["events"]:
+                self.points.setdefault(event["class"], []).append((item["time_s"], event["azimuth"]))
+
+    def close(self) -> None:
+        if self._written:
+            return
+        self._written = True
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(figsize=(10, 4.5))
+        colours = plt.get_cmap("tab20")
+        for name in sorted(self.points, key=self.classes.index):
+            times, azimuths = zip(*self.points[name])
+            axes.scatter(times, azimuths, s=8, color=colours(self.classes.index(name) % 20), label=name)
+        axes.set(xlim=(0, max(self.last_time, 0.1) + 0.1), ylim=(-180, 180), yticks=range(-180, 181, 60),
+                 xlabel="time (s)", ylabel="azimuth (deg)", title="sound events: azimuth over time")
+        axes.grid(alpha=0.3)
+        if self.points:
+            axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=2)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(self.path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+
+    def summary(self) -> str | None:
+        events = sum(len(p) for p in self.points.values())
+        return f"plotted {events} event frame(s) of {len(self.points)} class(es) to {self.path}"
