@@ -497,3 +497,24 @@ def test_dcase_format_is_refused_for_tasks_without_located_events(tmp_path):
 
     with pytest.raises(UsageError, match="locate classed sound events"):
         DcaseCsvSink(tmp_path / "x.csv", get_task("enhance"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("array", ["respeaker-4mic", "respeaker-usb"])
+def test_each_bundled_scene_runs_the_shipped_model_for_its_array(seld_plugin, array):
+    """``edgeaudio run seld --input <array>-scene.wav`` exports and runs the weights for that array."""
+    from edgeaudio.cli.run_cmd import _resolve_bundle
+    from edgeaudio.plugins.seld.task import SeldTask
+    from edgeaudio.scenes import read_csv
+
+    if SeldTask({"array": array}).default_checkpoint() is None:
+        pytest.skip(f"no shipped weights for {array} in plugins/seld/weights")
+    scene = Path(__file__).parents[1] / "examples" / "scenes" / f"{array}-scene.wav"
+    bundle = Path(_resolve_bundle("seld", None, str(scene), force=False))
+    assert json.loads((bundle / "manifest.json").read_text())["audio"]["array"]["name"] == array
+    result = _run_cli("run", "seld", "-i", scene, "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.stderr
+    frames = _events(result)
+    truth = {row.frame for row in read_csv(scene.with_suffix(".csv"))}
+    detected = {f["frame"] for f in frames if f["events"]}
+    assert len(frames) == 200 and len(detected & truth) >= 0.5 * len(truth)  # it hears most labelled frames
