@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,11 +23,20 @@ def export(
     config: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ):
-    """Export a task to a checked bundle for a target profile (family names allowed)."""
+    """Export a task to a checked bundle for a target profile (family names allowed).
+
+    A ``checkpoint`` with a JSON sidecar (as every trainer writes) brings the config it was
+    trained with (classes, array, sizes), under any ``config`` given here."""
     from edgeaudio.exporters.pipeline import export_task, plan_export
 
     plan, reason = plan_export(target, precisions, backends)
     log(f"target: {reason}")
+    sidecar = Path(checkpoint).with_suffix(".json") if checkpoint else None
+    if sidecar is not None and sidecar.is_file():
+        trained = json.loads(sidecar.read_text()).get("config")
+        if isinstance(trained, dict):
+            log(f"config: as {checkpoint} was trained ({sidecar.name})")
+            config = {**trained, **(config or {})}
     task_obj = get_task(task, config)
     output = Path(output) if output else Path("bundles") / f"{task}-{plan.profile}"
     return export_task(task_obj, plan, output, checkpoint=checkpoint, archive=archive, log=log)

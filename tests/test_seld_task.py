@@ -218,6 +218,11 @@ def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
     SeldTask(sidecar["config"]).load_model(str(weights))
     again = tiny_task.train(str(tmp_path / "run"), log=lambda m: None, **options)  # resumes: nothing left to do
     assert again["metrics"] == result["metrics"]
+    exported = _run_cli("export", "seld", "--checkpoint", weights, "--precision", "fp32", "--backend", "onnxruntime",
+                        "-o", tmp_path / "bundle")  # the sidecar's config (tiny sizes, two classes) comes along
+    assert exported.exit_code == 0, exported.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["provenance"]["config"]["classes"] == ["noise", "tone"]
 
 
 TORCHRUN_SCRIPT = """
@@ -518,3 +523,8 @@ def test_each_bundled_scene_runs_the_shipped_model_for_its_array(seld_plugin, ar
     truth = {row.frame for row in read_csv(scene.with_suffix(".csv"))}
     detected = {f["frame"] for f in frames if f["events"]}
     assert len(frames) == 200 and len(detected & truth) >= 0.5 * len(truth)  # it hears most labelled frames
+
+
+def test_export_device_picks_the_array_and_is_refused_for_other_tasks(seld_plugin):
+    refused = _run_cli("export", "enhance", "--device", "respeaker-usb")
+    assert refused.exit_code == 2 and "not trained per microphone array" in refused.stderr

@@ -31,7 +31,7 @@ class SeldTask(Task):
     version = "1"
     description = "sound event localization and detection for a mic array (streaming CRNN, multi-ACCDOA)"
     sample_rate = 16000
-    gate = MetricGate("F20", max_drop=0.05, higher_is_better=True)
+    gate = MetricGate("F20", max_drop=0.02, higher_is_better=True)  # 2 F20 points
 
     def __init__(self, config: Mapping[str, Any] | None = None):
         super().__init__(config)
