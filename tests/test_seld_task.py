@@ -223,6 +223,10 @@ def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
     assert exported.exit_code == 0, exported.stderr
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["provenance"]["config"]["classes"] == ["noise", "tone"]
+    clip = tmp_path / "clip.wav"
+    sf.write(str(clip), _noise(6, 10).T, 16000)
+    ran = _run_cli("run", tmp_path / "bundle", "-i", clip, "--backend", "onnxruntime")
+    assert ran.exit_code == 0 and len(_events(ran)) == 10  # train -> export -> run
 
 
 TORCHRUN_SCRIPT = """
