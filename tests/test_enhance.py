@@ -226,6 +226,13 @@ def test_tiny_train_export_run(enhance_plugin, tmp_path):
     assert rate == RATE and enhanced.ndim == 1 and np.all(np.isfinite(enhanced))
     assert len(enhanced) == sf.info(str(noisy)).frames  # the last 16 ms come out too
 
+    first = tmp_path / "run" / "enhance.safetensors"
+    tuned = task.train(str(tmp_path / "tuned"), epochs=1, items=8, seconds=1.0, batch_size=4, pairs=str(VALIDATION_DIR),
+                       test_clips=2, init=str(first), progress=False, log=lambda m: None)
+    from edgeaudio.bundle import sha256_file
+
+    assert tuned["init"] == {"path": str(first), "sha256": sha256_file(first)} and f"--init {first}" in tuned["command"]
+
 
 # --- awkward input ---------------------------------------------------------------------------------
 

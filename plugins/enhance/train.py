@@ -37,6 +37,7 @@ def train_enhance(
     test_pairs: str | None = None,
     threads: int = 1,
     test_clips: int | None = None,
+    init: str | None = None,
     ship: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -48,7 +49,8 @@ def train_enhance(
     paired folder to score at the end (default: the corpus's held-out test set, or with
     ``pairs`` the task's shipped validation pairs). ``threads``: torch
     threads (1 leaves the other cores to the machine's other work). ``test_clips``: score only the
-    first N held-out test clips. ``ship``: also copy the weights into the package as the default.
+    first N held-out test clips. ``init``: weights to fine-tune from (a .safetensors, or
+    ``default`` for the shipped ones). ``ship``: also copy the weights into the package as the default.
     """
     import torch
 
@@ -61,7 +63,7 @@ def train_enhance(
     out = Path(out_dir)
     command = _command(out, epochs=epochs, items=items, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed,
                        corpus=corpus, pairs=pairs, test_pairs=test_pairs, threads=threads, test_clips=test_clips,
-                       ship=ship or None)
+                       init=init, ship=ship or None)
     started = time.perf_counter()
     corpus_dir = Path(corpus) if corpus else default_corpus()
     if pairs:
@@ -74,6 +76,7 @@ def train_enhance(
         data_info = _corpus_info(corpus_dir)
         test_dir = Path(test_pairs) if test_pairs else corpus_dir / "test"
     model = task.build_model()
+    start = _load_init(model, task, init, log) if init else None
     log(f"training {parameter_count(model):,} parameters on {items} fresh {seconds:g} s mixtures per epoch for {epochs} epochs")
     history = _fit(model, dataset, VALIDATION_DIR, out / "checkpoints", epochs, batch_size, lr, seed, progress)
     log(f"scoring the held-out pairs in {test_dir} (SI-SDR, PESQ, STOI, DNSMOS)")
@@ -85,6 +88,7 @@ def train_enhance(
         "parameters": parameter_count(model),
         "command": command,
         "seed": seed,
+        "init": start,
         "data": data_info,
         "training": {"epochs": epochs, "items_per_epoch": items, "seconds_per_item": seconds, "batch_size": batch_size,
                      "lr": lr, "threads": threads, "wall_seconds": round(time.perf_counter() - started, 1), "history": history},
@@ -107,6 +111,20 @@ def train_enhance(
         log(f"shipped as the default weights in {WEIGHTS_DIR}")
     log(f"weights: {weights}")
     return sidecar
+
+
+def _load_init(model, task, init: str, log) -> dict[str, str]:
+    """Load the weights to fine-tune from; returns their path and sha256 for the sidecar."""
+    from edgeaudio.bundle import sha256_file
+    from edgeaudio.training import load_weights
+
+    path = task.default_checkpoint() if init == "default" else init
+    if not path or not Path(path).is_file():
+        raise UsageError(f"no weights to start from at {path or 'the shipped location'}",
+                         hint="pass a .safetensors file, or 'default' for the shipped weights")
+    load_weights(model, path)
+    log(f"initialised from {path}")
+    return {"path": str(path), "sha256": sha256_file(path)}
 
 
 def _command(out: Path, **options: Any) -> str:
