@@ -31,9 +31,8 @@ def declared_array(path: str | Path) -> str | None:
             comment = handle.comment or ""
     except Exception:  # reading the audio reports a broken file with its own clear message
         return None
-    if not comment.startswith(TAG):
-        return None
-    return comment[len(TAG):].split()[0] if comment[len(TAG):].strip() else None
+    words = comment[len(TAG):].split() if comment.startswith(TAG) else []
+    return words[0] if words else None
 
 
 def write_tagged(path: str | Path, audio, sample_rate: int, array: str, subtype: str = "PCM_16") -> Path:
