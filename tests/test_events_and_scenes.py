@@ -143,13 +143,14 @@ def _gcc_phat_lag(a: np.ndarray, b: np.ndarray, upsample: int = 16) -> float:
     return (np.argmax(window) - max_lag) / upsample
 
 
-def test_static_source_direction_in_metadata_and_audio(noise_library):
-    """A large, dead room, so the direct sound dominates the cross-correlation as in free field."""
-    config = small_config(
+def one_static_source(azimuth: float, elevation: float):
+    """One static source 1.5 m away in a large, dead room without noise, so the direct sound
+    dominates the cross-correlation as in free field."""
+    return small_config(
         room_size_min=(8.0, 8.0, 3.5),
         room_size_max=(10.0, 10.0, 4.0),
-        azimuth_range=(30.0, 30.0),
-        elevation_range=(0.0, 0.0),
+        azimuth_range=(azimuth, azimuth),
+        elevation_range=(elevation, elevation),
         distance_range=(1.5, 1.5),
         rt60_range=(0.2, 0.2),
         max_polyphony=1,
@@ -157,6 +158,11 @@ def test_static_source_direction_in_metadata_and_audio(noise_library):
         moving_probability=0.0,
         snr_range=None,
     )
+
+
+def test_static_source_direction_in_metadata_and_audio(noise_library):
+    """A large, dead room, so the direct sound dominates the cross-correlation as in free field."""
+    config = one_static_source(azimuth=30.0, elevation=0.0)
     audio, rows = render_scene(config, noise_library, MIC4, seed=11)
     assert audio.shape == (4, 3 * RATE) and audio.dtype == np.float32
     assert rows and {(r.azimuth, r.elevation, r.distance) for r in rows} == {(30, 0, 150)}
@@ -310,18 +316,7 @@ def test_elevated_source_delays_match_the_labelled_direction_on_every_pair(noise
     """Each mic hears a far source earlier by its offset projected on the labelled direction
     (azimuth counter-clockwise from +x, elevation up): all three pairs against mic 0, so a swapped
     axis, a flipped sign or a lost cos(elevation) in labels or rendering shows up."""
-    config = small_config(
-        room_size_min=(8.0, 8.0, 3.5),
-        room_size_max=(10.0, 10.0, 4.0),
-        azimuth_range=(-120.0, -120.0),
-        elevation_range=(35.0, 35.0),
-        distance_range=(1.5, 1.5),
-        rt60_range=(0.2, 0.2),
-        max_polyphony=1,
-        gap_range=(0.0, 0.5),
-        moving_probability=0.0,
-        snr_range=None,
-    )
+    config = one_static_source(azimuth=-120.0, elevation=35.0)
     audio, rows = render_scene(config, noise_library, MIC4, seed=11)
     assert {(r.azimuth, r.elevation) for r in rows} == {(-120, 35)}
     az, el = math.radians(-120), math.radians(35)
