@@ -6,49 +6,37 @@ Both take the per-frame items such tasks decode to, ``{"frame", "time_s", "event
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Iterator
 
-from edgeaudio.audio.sinks import Sink, result_items
+from edgeaudio.audio.sinks import Sink, TextLinesSink, result_items
 from edgeaudio.errors import UsageError, require
 from edgeaudio.task import Task
 
 
 def _event_classes(task: Task, what: str) -> list[str]:
     classes = getattr(task, "classes", None)
-    if not classes or not hasattr(task, "array"):
+    if not classes or not task.array:
         raise UsageError(f"{what} is for tasks that locate classed sound events (seld), not '{task.name}'",
                          hint="leave it out for this task")
     return list(classes)
 
 
-class DcaseCsvSink(Sink):
+class DcaseCsvSink(TextLinesSink):
     """DCASE 2022/23 output rows, one per active event and frame of 100 ms:
     ``frame,class_index,track,azimuth,elevation`` with integer degrees; to ``path`` or stdout."""
 
+    noun = "DCASE row"
+
     def __init__(self, path: str | Path | None, task: Task):
         self.index = {name: i for i, name in enumerate(_event_classes(task, "--format dcase"))}
-        self.path = Path(path) if path else None
-        self.rows = 0
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._out: IO[str] = open(self.path, "w", encoding="utf-8") if self.path else sys.stdout
+        super().__init__(path)
 
-    def write(self, results: list[Any]) -> None:
+    def lines_of(self, results: list[Any]) -> Iterator[str]:
         for item in result_items(results):
             for event in item["events"]:
-                self._out.write(f"{item['frame']},{self.index[event['class']]},{event['track']},"
-                                f"{round(event['azimuth'])},{round(event['elevation'])}\n")
-                self.rows += 1
-        self._out.flush()
-
-    def close(self) -> None:
-        if self.path and not self._out.closed:
-            self._out.close()
-
-    def summary(self) -> str | None:
-        return f"wrote {self.rows} DCASE row(s) to {self.path}" if self.path else None
+                yield (f"{item['frame']},{self.index[event['class']]},{event['track']},"
+                       f"{round(event['azimuth'])},{round(event['elevation'])}")
 
 
 class AzimuthPlotSink(Sink):

@@ -47,19 +47,21 @@ def write_tagged(path: str | Path, audio, sample_rate: int, array: str, subtype:
 def file_channel_map(
     path: Path,
     channels: int,
-    named: "ArrayProfile | None",
+    device: "ArrayProfile | str | None",
     task: "Task",
     force: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> list[int] | None:
     """The channels of ``path`` to feed ``task`` (None: all, as they are), after the array checks.
 
-    ``named`` is the array ``--device`` names, if any. Raises AudioInputError when the recording's
-    array (named, or declared in the file) is not the model's and ``force`` is off, and when the
-    channel count fits neither the model nor the array's capture layout.
+    ``device`` is the array ``--device`` names, if any (a profile or a name; no device is probed
+    for a file, so a family means its default). Raises AudioInputError when the recording's array
+    (named, or declared in the file) is not the model's and ``force`` is off, and when the channel
+    count fits neither the model nor the array's capture layout.
     """
     from edgeaudio.profiles import get_array
 
+    named = get_array(device, live_devices=[])[0] if isinstance(device, str) else device
     declared = declared_array(path)
     if named is not None and declared is not None and declared != named.name:
         raise UsageError(

@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -62,8 +62,11 @@ def is_waveform_task(task: Task) -> bool:
     return type(task).results_to_audio is not Task.results_to_audio
 
 
-class JsonLinesSink(Sink):
-    """One JSON object per line, to ``path`` or to stdout; flushed after every write for live use."""
+class TextLinesSink(Sink):
+    """Text lines to ``path`` or to stdout, flushed after every write for live use; subclasses
+    turn results into lines (``lines``) and name what a line is (``noun``)."""
+
+    noun = "line"
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else None
@@ -72,9 +75,12 @@ class JsonLinesSink(Sink):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._out: IO[str] = open(self.path, "w", encoding="utf-8") if self.path else sys.stdout
 
+    def lines_of(self, results: list[Any]) -> Iterator[str]:
+        raise NotImplementedError
+
     def write(self, results: list[Any]) -> None:
-        for item in result_items(results):
-            self._out.write(to_json(item) + "\n")
+        for line in self.lines_of(results):
+            self._out.write(line + "\n")
             self.lines += 1
         self._out.flush()
 
@@ -83,7 +89,16 @@ class JsonLinesSink(Sink):
             self._out.close()
 
     def summary(self) -> str | None:
-        return f"wrote {self.lines} result line(s) to {self.path}" if self.path else None
+        return f"wrote {self.lines} {self.noun}(s) to {self.path}" if self.path else None
+
+
+class JsonLinesSink(TextLinesSink):
+    """One JSON object per line, to ``path`` or to stdout."""
+
+    noun = "result line"
+
+    def lines_of(self, results: list[Any]) -> Iterator[str]:
+        return (to_json(item) for item in result_items(results))
 
 
 class UdpSink(Sink):

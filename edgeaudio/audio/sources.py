@@ -540,9 +540,8 @@ def open_source(
         from edgeaudio.audio.recording_array import file_channel_map
 
         source = FileSource(input_spec, session.sample_rate, chunk_ms)
-        named = named_array(profile) if profile is not None else None
         try:
-            channel_map = file_channel_map(source.path, source.channels, named, task, force, log)
+            channel_map = file_channel_map(source.path, source.channels, profile, task, force, log)
         except Exception:
             source.close()
             raise
@@ -560,13 +559,6 @@ def open_source(
         log(message)
     log(f"input: {source.description}")
     return source
-
-
-def named_array(profile: ArrayProfile | str) -> ArrayProfile:
-    """The array ``--device`` names for a file: no device is probed, a family means its default."""
-    from edgeaudio.profiles import get_array
-
-    return profile if not isinstance(profile, str) else get_array(profile, live_devices=[])[0]
 
 
 def _resolve_array(

@@ -146,15 +146,13 @@ def _run_offline(session, input_spec, array, open_sinks, force=False) -> dict:
     """The whole file in one call: the reference a streamed run must match."""
     from edgeaudio.audio import read_audio
     from edgeaudio.audio.recording_array import file_channel_map
-    from edgeaudio.audio.sources import named_array
 
     if input_spec is None or input_spec == "mic" or input_spec.startswith("sim:"):
         raise UsageError("--offline needs an audio file as --input", hint="drop --offline for live or simulated input")
     audio, rate, notes = read_audio(input_spec, sample_rate=session.sample_rate)
     for message in notes:
         note(message)
-    named = named_array(array) if array is not None else None
-    channel_map = file_channel_map(Path(input_spec), audio.shape[0], named, session.task, force, note)
+    channel_map = file_channel_map(Path(input_spec), audio.shape[0], array, session.task, force, note)
     if channel_map is not None:
         audio = audio[channel_map]
     results = [session.process(audio, rate)]

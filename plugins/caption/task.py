@@ -76,11 +76,11 @@ class CaptionTask(Task):
                 len(c["vocab"]), sample_rate=self.sample_rate, n_mels=c["n_mels"], d_model=c["d_model"],
                 heads=c["heads"], hidden=c["hidden"], encoder_layers=c["encoder_layers"],
                 decoder_layers=c["decoder_layers"], max_tokens=c["max_tokens"], tags=len(c.get("tags", [])),
-                stem=c.get("stem", LEGACY["stem"]),
+                stem=c["stem"],
             )  # fmt: skip
 
     def default_checkpoint(self) -> str | None:
-        return matching_checkpoint(WEIGHTS, {**LEGACY, **self.config}, MODEL_KEYS, defaults=LEGACY)
+        return matching_checkpoint(WEIGHTS, self.config, MODEL_KEYS, defaults=LEGACY)
 
     def graphs(self, model) -> list[Graph]:
         import torch

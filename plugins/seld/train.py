@@ -112,73 +112,64 @@ def train_seld(
     scoring 54 scenes costs about a fifth of an epoch.
     ``threads``: torch threads for training. On a machine busy with other jobs, 1 thread ran a
     training step 7x faster than 2 here: idle threads spin at every parallel region's barrier.
+    Under torchrun every process runs this: rank 0 synthesizes while the others wait, every
+    rank trains its shard, and rank 0 alone logs, scores and writes the weights.
     """
-    from edgeaudio.training import process_group
+    from edgeaudio.plugins.seld.task import SeldTask
+    from edgeaudio.training import is_main_process, main_process_first, process_group, save_weights
 
     with process_group():
-        return _train(task, out_dir, array, classes, hours, epochs, seed, init, library, data_dir, test_scenes,
-                      batch_size, lr, workers, threads, val_every, progress, log)
+        main = is_main_process()
+        if not main:
+            log, progress = (lambda line: None), False
+        out = Path(out_dir)
+        command = _command(array=array, classes=classes, hours=hours, epochs=epochs, seed=seed, init=init,
+                           library=library, data_dir=data_dir, test_scenes=test_scenes, batch_size=batch_size, lr=lr,
+                           threads=threads, val_every=val_every if val_every != 5 else None, output=str(out))
+        if isinstance(classes, str):
+            classes = [c.strip() for c in classes.split(",") if c.strip()]
+        with main_process_first():
+            if data_dir:
+                train_set, test_set, found, data_info = _existing_data(data_dir, classes, task.sample_rate, log)
+            else:
+                train_set, test_set, found, data_info = _synthesized_data(
+                    out / "data", array, classes, library, hours, test_scenes, seed, workers, progress, log
+                )
+        if threads:
+            import torch
 
-
-def _train(task, out_dir, array, classes, hours, epochs, seed, init, library, data_dir, test_scenes, batch_size, lr,
-           workers, threads, val_every, progress, log) -> dict[str, Any]:
-    """``train_seld`` inside the torchrun group (if any): rank 0 synthesizes while the others wait,
-    every rank trains its shard, rank 0 alone logs, scores and writes the weights."""
-    from edgeaudio.plugins.seld.task import SeldTask
-    from edgeaudio.training import is_main_process, main_process_first
-
-    main = is_main_process()
-    if not main:
-        log, progress = (lambda line: None), False
-    out = Path(out_dir)
-    command = _command(array=array, classes=classes, hours=hours, epochs=epochs, seed=seed, init=init,
-                       library=library, data_dir=data_dir, test_scenes=test_scenes, batch_size=batch_size, lr=lr,
-                       threads=threads, val_every=val_every if val_every != 5 else None, output=str(out))
-    if isinstance(classes, str):
-        classes = [c.strip() for c in classes.split(",") if c.strip()]
-    with main_process_first():
-        if data_dir:
-            train_set, test_set, found, data_info = _existing_data(data_dir, classes, task.sample_rate, log)
-        else:
-            train_set, test_set, found, data_info = _synthesized_data(
-                out / "data", array, classes, library, hours, test_scenes, seed, workers, progress, log
-            )
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    seld = SeldTask({**task.config, "array": array, "classes": found})
-    model = seld.build_model()
-    if init:
-        _load_matching(model, seld, init, log)
-    log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {len(train_set)} recordings, "
-        f"testing on {len(test_set)} held-out ones")
-    history, metrics = _fit(model, seld, train_set, test_set, out / "checkpoints", epochs, batch_size, lr, seed, progress, val_every)
-    weights = out / f"seld-{seld.array}.safetensors"
-    result = {"weights": str(weights), "sidecar": str(weights.with_suffix(".json")), "metrics": metrics}
-    if not main:
+            torch.set_num_threads(int(threads))
+        seld = SeldTask({**task.config, "array": array, "classes": found})
+        model = seld.build_model()
+        if init:
+            _load_matching(model, seld, init, log)
+        log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {len(train_set)} recordings, "
+            f"testing on {len(test_set)} held-out ones")
+        history, metrics = _fit(model, seld, train_set, test_set, out / "checkpoints", epochs, batch_size, lr, seed,
+                                progress, val_every)
+        weights = out / f"seld-{seld.array}.safetensors"
+        result = {"weights": str(weights), "sidecar": str(weights.with_suffix(".json")), "metrics": metrics}
+        if not main:
+            return result
+        sidecar = {
+            "task": seld.name,
+            "version": seld.version,
+            "array": seld.array,
+            "classes": seld.classes,
+            "config": seld.config,
+            "command": command,
+            "seed": seed,
+            "init": init,
+            "data": data_info,
+            "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "crop_seconds": 5.0,
+                         "train_seconds": round(sum(r["seconds"] for r in history), 1), "history": history},
+            "metrics": {"heldout": metrics},
+        }
+        save_weights(model, weights)
+        weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+        log("held-out: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ("ER20", "F20", "LE", "LR", "SELD")))
+        log(f"weights: {weights}")
         return result
-    sidecar = {
-        "task": seld.name,
-        "version": seld.version,
-        "array": seld.array,
-        "classes": seld.classes,
-        "config": seld.config,
-        "command": command,
-        "seed": seed,
-        "init": init,
-        "data": data_info,
-        "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "crop_seconds": 5.0,
-                     "train_seconds": round(sum(r["seconds"] for r in history), 1), "history": history},
-        "metrics": {"heldout": metrics},
-    }
-    from edgeaudio.training import save_weights
-
-    save_weights(model, weights)
-    weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
-    log("held-out: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ("ER20", "F20", "LE", "LR", "SELD")))
-    log(f"weights: {weights}")
-    return result
 
 
 def _command(**options: Any) -> str:
