@@ -4,7 +4,8 @@ latency of captioning a 10 s clip on each backend.
     python benchmarks/caption_eval.py [--clips 100] [--beam 3] [--threads 1] [--json caption.json] [--bundle DIR]
 
 The test clips are composed (seed 9001, a seed neither training nor validation uses) from the
-event library's held-out recordings only, so the model never heard any sound in them. The
+held-out recordings of the event library edition the model trained on, so the model never heard
+any sound in them. The
 baseline always answers the most frequent reference caption of 1000 training-half clips. The
 shipped weights are exported for this host (torch reference, ONNX Runtime and OpenVINO, fp32 and
 whatever INT8 passed the CIDEr-D gate); each backend captions every clip through a Session with
@@ -41,8 +42,8 @@ def scores(captions: list[str], clips) -> dict[str, float]:
             **event_scores(captions, [c.labels for c in clips], EVENT_KEYWORDS)}  # fmt: skip
 
 
-def most_frequent_caption() -> str:
-    train = synthesize_set(open_library(held_out=False), 1000, seed=TEST_SEED + 1)
+def most_frequent_caption(edition: int) -> str:
+    train = synthesize_set(open_library(held_out=False, edition=edition), 1000, seed=TEST_SEED + 1)
     return Counter(c for clip in train for c in clip.captions).most_common(1)[0][0]
 
 
@@ -69,15 +70,16 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    clips = synthesize_set(open_library(held_out=True), args.clips, seed=TEST_SEED)
-    baseline = most_frequent_caption()
-    rows = [{"system": f'baseline: always "{baseline}"', **scores([baseline] * len(clips), clips)}]
     bundle = args.bundle
     if bundle is None:
         task = get_task("caption")
         plan, _ = plan_export("x86-cpu", ["fp32", "int8"], ["onnxruntime", "openvino"])
         bundle = Path(tempfile.mkdtemp(prefix="caption-bench-")) / "bundle"
         export_task(task, plan, bundle, log=lambda m: print(m, flush=True))
+    edition = edgeaudio.load(bundle, backend="torch").task.config.get("library_edition", 1)
+    clips = synthesize_set(open_library(held_out=True, edition=edition), args.clips, seed=TEST_SEED)
+    baseline = most_frequent_caption(edition)
+    rows = [{"system": f'baseline: always "{baseline}"', **scores([baseline] * len(clips), clips)}]
     for backend, precision in edgeaudio.load(bundle, backend="torch").bundle.artifacts():
         session = edgeaudio.load(bundle, backend=backend, precision=precision, threads=args.threads)
         if args.beam:
@@ -88,14 +90,15 @@ def main() -> None:
                      "example": captions[0], "reference": clips[0].captions[0]})  # fmt: skip
         print(f"{backend}/{precision}: {captions[0]!r} (ref {clips[0].captions[0]!r})", flush=True)
     beam = session.task.config["beam"]
-    print(f"\n{args.clips} held-out clips of 10 s, beam {beam}, {args.threads} thread(s), {os.cpu_count()} CPUs\n")
+    print(f"\n{args.clips} held-out clips of 10 s (event library edition {edition}), beam {beam}, "
+          f"{args.threads} thread(s), {os.cpu_count()} CPUs\n")
     print("| system | " + " | ".join(COLUMNS) + " | 10 s clip, ms (CPU ms) |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for row in rows:
         latency = f"{row['latency_ms']:.1f} ({row['cpu_ms']:.1f})" if "latency_ms" in row else "-"
         print(f"| {row['system']} | " + " | ".join(f"{row[k]:.3f}" for k in COLUMNS) + f" | {latency} |")
     if args.json:
-        args.json.write_text(json.dumps({"clips": args.clips, "beam": beam, "threads": args.threads, "rows": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"clips": args.clips, "library_edition": edition, "beam": beam, "threads": args.threads, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ COLUMNS = ("ER20", "F20", "LE", "LR", "SELD", "LE_micro")
 def heldout_folder(array: str, sidecar: dict, data_dir: str | None) -> Path:
     """The held-out scenes of a training run's sidecar, synthesized into the cache if missing."""
     from edgeaudio.cache import cache_root
+    from edgeaudio.events.build_library import edition_of
     from edgeaudio.plugins.seld.train import open_library, scene_config, split_library, synthesize
     from edgeaudio.profiles import get_array
 
@@ -48,7 +49,7 @@ def heldout_folder(array: str, sidecar: dict, data_dir: str | None) -> Path:
     seed, scenes, scene_seed = sidecar["seed"], data["test_scenes"], data["test_scene_seed"]
     key = hashlib.sha256(json.dumps([array, sidecar["classes"], seed, scenes, scene_seed]).encode()).hexdigest()[:10]
     folder = Path(data_dir) if data_dir else cache_root() / "seld" / f"heldout-{array}-{key}"
-    library = split_library(open_library(None, sidecar["classes"]), seed)[1]
+    library = split_library(open_library(None, sidecar["classes"], edition=edition_of(sidecar)), seed)[1]
     positions = get_array(array, live_devices=[])[0].positions
     synthesize(folder, scene_config(scene_seed), library, positions, scenes, progress=False)
     return folder

@@ -34,9 +34,11 @@ from pathlib import Path
 import numpy as np
 
 import edgeaudio
+from edgeaudio.events.build_library import edition_of
 from edgeaudio.exporters.pipeline import export_task, plan_export
 from edgeaudio.plugins.caption.train import open_library
 from edgeaudio.plugins.tta.data import single_event_prompts, two_event_prompts
+from edgeaudio.plugins.tta.judge import WEIGHTS as JUDGE
 from edgeaudio.plugins.tta.judge import held_out_windows, judge_audio, load_judge
 from edgeaudio.plugins.tta.metrics import frechet_distance, mean_pairwise_cosine_distance, principal_projection
 from edgeaudio.tasks import get_task
@@ -92,8 +94,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     judge, classes = load_judge()
-    real_test, real_labels = held_out_windows(open_library(held_out=True))
-    real_train, train_labels = held_out_windows(open_library(held_out=False))
+    edition = edition_of(json.loads(JUDGE.with_suffix(".json").read_text()))  # the judge's own split
+    real_test, real_labels = held_out_windows(open_library(held_out=True, edition=edition))
+    real_train, train_labels = held_out_windows(open_library(held_out=False, edition=edition))
     test_probs, test_emb = judge_audio(judge, real_test)
     _, train_emb = judge_audio(judge, real_train)
     project = principal_projection(train_emb, PCA_DIMS)

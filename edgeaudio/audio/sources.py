@@ -456,17 +456,19 @@ def parse_sim_spec(spec: str) -> dict:
 def _event_library(
     folder: str | None, rate: int, classes: list[str] | None, notes: list[str]
 ) -> Iterator[EventLibrary]:
-    """The event library a scene draws from: the folder given, else the built-in recorded one if it
-    has been built (``edgeaudio train`` builds it into the cache), else procedural sounds.
+    """The event library a scene draws from: the folder given, else the latest edition of the
+    built-in recorded one that has been built (``edgeaudio train`` builds it into the cache), else
+    procedural sounds.
 
     Procedural clips are written to a temporary folder that lives only while the scene renders; a
     note says so, since a model trained on recorded events hears them as unfamiliar sounds.
     """
     from edgeaudio.events import EventLibrary
-    from edgeaudio.events.build_library import builtin_dir, is_built
+    from edgeaudio.events.build_library import EDITIONS, builtin_dir, is_built
 
-    builtin = builtin_dir()
-    if folder or is_built(builtin):
+    built = [builtin_dir(edition) for edition in sorted(EDITIONS, reverse=True) if is_built(builtin_dir(edition))]
+    builtin = built[0] if built else None
+    if folder or builtin:
         if not folder:
             notes.append(f"scene events come from the built-in event library in {builtin}")
         yield _restricted(EventLibrary.from_folder(folder or builtin, sample_rate=rate), classes, notes)

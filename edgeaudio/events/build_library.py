@@ -1,6 +1,6 @@
 """Build the built-in event library from real recordings that Debian packages ship.
 
-    python -m edgeaudio.events.build_library --out DIR [--install]
+    python -m edgeaudio.events.build_library --out DIR [--edition N] [--install]
 
 Each class draws on several distinct recordings (sound themes, a drum kit, keyboard samples, game
 Foley recorded from the real thing, voice-acted dialogue), so a split by recording still leaves
@@ -10,6 +10,14 @@ written as DIR/<class>/<recording>__<n>.wav at 24 kHz mono. DIR/SOURCES.json rec
 package, its version, the licence (from the package's machine-readable copyright file, or stated
 per sound where the package bundles sounds into one file) and the source file. A file whose
 licence cannot be established is left out.
+
+Editions: a model is evaluated on the held-out recordings of the edition it was trained on, so an
+edition, once shipped weights depend on it, never changes. Edition 1 (233 clips of about 190
+recordings) was cut by an early draft of RECIPE; ``edition1.json`` lists its clips (source, entry,
+start, duration) and edition 1 is cut again from that list. Edition 2 is RECIPE plus game and
+simulation packages with many more animal, machinery, vehicle, crash and crowd recordings; it drops
+byte-identical copies and doubles the size budget per class. Sidecars of shipped weights name
+their edition (``library_edition``; none means 1).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import glob
+import hashlib
 import io
 import json
 import re
@@ -39,14 +48,17 @@ from edgeaudio.errors import EdgeAudioError, UsageError, require
 
 SAMPLE_RATE = 24000
 MIN_CLIP, MAX_CLIP = 0.3, 4.0
-SECONDS_PER_CLASS = 60.0
-CLIPS_PER_CLASS = 48
 CLIPS_PER_RECORDING = 4
 TARGET_RMS_DBFS, PEAK_DBFS = -20.0, -1.0
 SEED = 0
 
 DRUMS = "/usr/share/hydrogen/data/drumkits"
 OPENSFX = "/usr/share/games/openttd/baseset/opensfx/opensfx.cat"
+WIDELANDS = "/usr/share/games/widelands/data/sound"
+MEGAGLEST = "/usr/share/games/megaglest"
+LINCITY = "/usr/share/games/lincity-ng/sounds"
+TORCS = "/usr/share/games/torcs/data/sound"
+HEDGEWARS = "/usr/share/games/hedgewars/Data/Sounds"
 
 # Licences of packages whose copyright file is not machine-readable, read by hand from that file.
 STATED_LICENCES = {"fillets-ng-data-nl": "GPL-2"}
@@ -59,6 +71,11 @@ class Source:
     kind "file": every file matching ``pattern`` (minus ``exclude``) is one recording.
     kind "opensfx": the named sounds of OpenTTD's OpenSFX catalogue, one recording each.
     kind "keystrokes": typing assembled from single-key samples, one recording per disjoint key set.
+
+    ``group``: a regular expression whose match at the start of a file's name names its recording,
+    for takes of one source in several files (``cow_ack1``, ``cow_die2`` -> ``cow``); they become
+    one recording, so a split by recording never puts one take in training and another in the test.
+    ``loop``: the files are loop samples (an engine at one speed); repeat each to this many seconds.
     """
 
     package: str
@@ -66,6 +83,8 @@ class Source:
     kind: str = "file"
     exclude: str = ""
     entries: tuple[str, ...] = ()
+    group: str = ""
+    loop: float = 0.0
 
 
 RECIPE: dict[str, list[Source]] = {
@@ -140,6 +159,70 @@ RECIPE: dict[str, list[Source]] = {
     ],
 }
 
+_MEGAGLEST_UNITS = f"{MEGAGLEST}/techs/megapack/factions"
+ADDED_IN_EDITION_2: dict[str, list[Source]] = {
+    "animal": [
+        Source("widelands-data", f"{WIDELANDS}/animals/*.ogg", group=r"[a-z]+\d?"),
+        Source("widelands-data", f"{WIDELANDS}/farm/*.ogg", exclude="scythe", group=r"[a-z]+"),
+        *(Source("megaglest-data", f"{MEGAGLEST}/tilesets/*/sounds/{animal}.*", group=r"[a-z]+")
+          for animal in ("wolf", "chicken", "hawk", "rooster", "owl")),
+        *(Source("megaglest-data", f"{MEGAGLEST}/techs/megapack/commondata/sounds/{animal}_*.wav", group=r"[a-z]+")
+          for animal in ("cow", "pig")),
+        Source("megaglest-data", f"{_MEGAGLEST_UNITS}/persian/units/sheep/sounds/sheep*.wav", group=r"[a-z]+"),
+        Source("megaglest-data", f"{_MEGAGLEST_UNITS}/persian/units/elephant/sounds/ele*.wav", group=r"[a-z]+"),
+        Source("megaglest-data", f"{_MEGAGLEST_UNITS}/indian/units/bull/sounds/bull_*.wav", group=r"[a-z]+"),
+        Source("megaglest-data", f"{_MEGAGLEST_UNITS}/indian/units/beehive/sounds/bee*.wav", group=r"[a-z]+"),
+    ],
+    "crash": [
+        Source("torcs-data", f"{TORCS}/*crash*.wav", group=r"[a-z]+"),
+        Source("hedgewars-data", f"{HEDGEWARS}/explosion.ogg"),
+        Source("lincity-ng-data", f"{LINCITY}/Raze*.wav", group=r"[A-Za-z]+"),
+    ],
+    "crowd": [Source("lincity-ng-data", f"{LINCITY}/SportsCroud*.wav", group=r"[A-Za-z]+")],
+    "machinery": [
+        Source("widelands-data", f"{WIDELANDS}/atlanteans/saw/*.ogg", group=r"[a-z]+"),
+        Source("widelands-data", f"{WIDELANDS}/sawmill/*.ogg", group=r"[a-z]+"),
+        Source("widelands-data", f"{WIDELANDS}/mill/*.ogg", group=r"[a-z]+"),
+        Source("widelands-data", f"{WIDELANDS}/stonecutting/stonecutter.ogg"),
+        Source("widelands-data", f"{WIDELANDS}/metal/furnace.ogg"),
+        *(Source("lincity-ng-data", f"{LINCITY}/{site}*.wav", group=r"[A-Za-z]+")
+          for site in ("CoalMine", "OreMine", "IndustryHigh", "IndustryLight", "Mill")),
+        Source("hedgewars-data", f"{HEDGEWARS}/drillgun.ogg"),
+        Source("hedgewars-data", f"{HEDGEWARS}/pickhammer.ogg"),
+        Source("megaglest-data", f"{_MEGAGLEST_UNITS}/tech/units/battle_machine/sounds/machine_walk*.wav",
+               group=r"[a-z_]+[a-z]"),
+    ],
+    "vehicle": [
+        Source("torcs-data", f"{TORCS}/*.wav", loop=3.0, group=r"[a-z0-9]+",
+               exclude="axle|backfire|boom|crash|gear_change|locked|out_of_road|road-ride|skid|turbo"),
+        *(Source("lincity-ng-data", f"{LINCITY}/{traffic}*.wav", group=r"[A-Za-z]+")
+          for traffic in ("RailTrain", "TraficHigh", "TraficLow")),
+        Source("hedgewars-data", f"{HEDGEWARS}/plane.ogg"),
+    ],
+}
+
+EDITION_1 = Path(__file__).with_name("edition1.json")
+# edition -> (recipe, seconds per class, clips per class); edition 1 is cut again from EDITION_1
+EDITIONS: dict[int, tuple[dict[str, list[Source]], float, int] | None] = {
+    1: None,
+    2: ({label: [*sources, *ADDED_IN_EDITION_2.get(label, [])] for label, sources in RECIPE.items()}, 120.0, 96),
+}
+LATEST_EDITION = max(EDITIONS)
+
+
+def check_edition(edition: int) -> int:
+    if edition not in EDITIONS:
+        raise UsageError(
+            f"no event library edition {edition}", hint=f"editions: {', '.join(map(str, EDITIONS))}"
+        )
+    return int(edition)
+
+
+def edition_of(sidecar: dict) -> int:
+    """The library edition a sidecar's weights were trained on (written since edition 2; else 1)."""
+    data = sidecar.get("data", {})
+    return int(data.get("library_edition", sidecar.get("config", {}).get("library_edition", 1)))
+
 
 @dataclass
 class Recording:
@@ -165,21 +248,24 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m edgeaudio.events.build_library", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--out", required=True, type=Path, help="folder to write the library into")
+    parser.add_argument("--edition", type=int, default=LATEST_EDITION, help="recipe edition (default: %(default)s)")
     parser.add_argument("--install", action="store_true", help="apt-get install the source packages first")
     args = parser.parse_args(argv)
     try:
-        build(args.out, install=args.install)
+        build(args.out, install=args.install, edition=check_edition(args.edition))
     except EdgeAudioError as exc:
         print(f"error: {exc}" + (f"\n  {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return exc.exit_code
     return 0
 
 
-def builtin_dir() -> Path:
-    """Where the built-in library lives: ``<edgeaudio cache>/events/builtin``, built or not."""
+def builtin_dir(edition: int = LATEST_EDITION) -> Path:
+    """Where an edition of the built-in library lives, built or not: ``<edgeaudio cache>/events/builtin``
+    for edition 1, ``.../builtin-v<N>`` for later ones."""
     from edgeaudio.cache import cache_root
 
-    return cache_root() / "events" / "builtin"
+    check_edition(edition)
+    return cache_root() / "events" / ("builtin" if edition == 1 else f"builtin-v{edition}")
 
 
 def is_built(folder: Path) -> bool:
@@ -187,18 +273,23 @@ def is_built(folder: Path) -> bool:
     return (Path(folder) / "SOURCES.json").is_file()
 
 
-def ensure_builtin(install: bool = False, progress: bool = True) -> Path:
-    """The built-in library's folder, built into the cache on first use."""
-    folder = builtin_dir()
+def ensure_builtin(install: bool = False, progress: bool = True, edition: int = LATEST_EDITION) -> Path:
+    """The folder of an edition of the built-in library, built into the cache on first use."""
+    folder = builtin_dir(edition)
     if not is_built(folder):
-        build(folder, install=install, progress=progress)
+        build(folder, install=install, progress=progress, edition=edition)
     return folder
 
 
-def build(out: Path, install: bool = False, progress: bool = True) -> dict:
-    """Build the library into ``out`` and return the SOURCES.json content."""
+def build(out: Path, install: bool = False, progress: bool = True, edition: int = LATEST_EDITION) -> dict:
+    """Build an edition of the library into ``out`` and return the SOURCES.json content."""
     started = time.monotonic()
-    packages = sorted({s.package for sources in RECIPE.values() for s in sources})
+    listed = json.loads(EDITION_1.read_text()) if check_edition(edition) == 1 else None
+    if listed:
+        packages = sorted(listed["packages"])
+    else:
+        recipe, seconds_per_class, clips_per_class = EDITIONS[edition]
+        packages = sorted({s.package for sources in recipe.values() for s in sources})
     if install:
         _apt_install([p for p in packages if not _installed_version(p)])
     versions = {p: _installed_version(p) for p in packages}
@@ -209,13 +300,17 @@ def build(out: Path, install: bool = False, progress: bool = True) -> dict:
             hint="rerun with --install (as root), or apt-get install --no-install-recommends them",
         )
     _prepare_out(out)
-    clips = []
-    for label in tqdm(sorted(RECIPE), desc="classes", unit="class", disable=not progress):
-        clips.extend(_build_class(out, label, RECIPE[label]))
+    if listed:
+        clips = _cut_again(out, listed["clips"], progress)
+    else:
+        clips = []
+        for label in tqdm(sorted(recipe), desc="classes", unit="class", disable=not progress):
+            clips.extend(_build_class(out, label, recipe[label], seconds_per_class, clips_per_class))
     for clip in clips:
         clip["version"] = versions[clip["package"]]
     manifest = {
-        "generator": "python -m edgeaudio.events.build_library",
+        "generator": f"python -m edgeaudio.events.build_library --edition {edition}",
+        "edition": edition,
         "sample_rate": SAMPLE_RATE,
         "packages": {
             p: {
@@ -262,24 +357,27 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _build_class(out: Path, label: str, sources: list[Source]) -> list[dict]:
+def _build_class(
+    out: Path, label: str, sources: list[Source], seconds_per_class: float, clips_per_class: int
+) -> list[dict]:
     """Cut and write one class: recordings in a seeded shuffled order, first clips of each first.
 
     Taking one clip per recording before a second from any keeps the class as varied as the size
-    budget allows.
+    budget allows. Of byte-identical files (games ship copies of one sound) only the first counts.
     """
     sf = require("soundfile", "mic")
-    recordings = [r for source in sources for r in _recordings(source)]
+    seen: set[str] = set()
+    recordings = [r for source in sources for r in _recordings(source, seen)]
     rng = np.random.default_rng([SEED, zlib.crc32(label.encode())])
-    chosen = [recordings[i] for i in rng.permutation(len(recordings))[:CLIPS_PER_CLASS]]
+    chosen = [recordings[i] for i in rng.permutation(len(recordings))[:clips_per_class]]
     cuts = {r.name: cut_events(r.audio, SAMPLE_RATE)[:CLIPS_PER_RECORDING] for r in chosen}
     written, seconds = [], 0.0
     for round_ in range(CLIPS_PER_RECORDING):
         for recording in chosen:
-            if round_ >= len(cuts[recording.name]) or len(written) >= CLIPS_PER_CLASS:
+            if round_ >= len(cuts[recording.name]) or len(written) >= clips_per_class:
                 continue
             start, stop = cuts[recording.name][round_]
-            if seconds + (stop - start) / SAMPLE_RATE > SECONDS_PER_CLASS:
+            if seconds + (stop - start) / SAMPLE_RATE > seconds_per_class:
                 continue
             clip = normalise(recording.audio[start:stop])
             path = out / label / f"{recording.name}__{round_}.wav"
@@ -288,6 +386,39 @@ def _build_class(out: Path, label: str, sources: list[Source]) -> list[dict]:
             seconds += len(clip) / SAMPLE_RATE
             written.append(_describe(path.relative_to(out), label, recording, start, len(clip)))
     return written
+
+
+def _cut_again(out: Path, listed: list[dict], progress: bool) -> list[dict]:
+    """Write the clips a manifest lists: each from its source file (an OpenSFX entry, a typing key
+    set), resampled to SAMPLE_RATE, cut at its start and duration, and normalised."""
+    sf = require("soundfile", "mic")
+    decoded: dict[str, np.ndarray] = {}
+    for clip in tqdm(listed, desc="clips", unit="clip", disable=not progress):
+        recording = Path(clip["file"]).stem.split("__")[0]
+        if recording not in decoded:
+            decoded[recording] = _listed_recording(clip, recording).audio
+        start = round(clip["start_s"] * SAMPLE_RATE)
+        piece = decoded[recording][start : start + round(clip["duration_s"] * SAMPLE_RATE)]
+        path = out / clip["file"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), normalise(piece), SAMPLE_RATE, subtype="PCM_16")
+    return [dict(clip) for clip in listed]
+
+
+def _listed_recording(clip: dict, name: str) -> Recording:
+    source = clip["source"]
+    if clip.get("entry"):
+        title = clip["entry"].split('"')[1] if clip["entry"].startswith('"') else clip["entry"]
+        found = _opensfx_recordings(Source(clip["package"], source, "opensfx", entries=(title,)))
+    elif isinstance(source, list):
+        keys = Source(clip["package"], str(Path(source[0]).parent / "*.wav"), "keystrokes")
+        found = [r for r in _recordings(keys) if r.name == name]
+    else:
+        found = [Recording(name, clip["package"], clip["licence"], source, partial(_read, Path(source)))]
+    if not found:
+        raise UsageError(f"cannot find the recording of {clip['file']} in {source}",
+                         hint=f"install {clip['package']} version {clip.get('version', '')}".strip())
+    return found[0]
 
 
 def _describe(path: Path, label: str, recording: Recording, start: int, length: int) -> dict:
@@ -308,30 +439,65 @@ def _describe(path: Path, label: str, recording: Recording, start: int, length: 
 # --- finding and decoding recordings --------------------------------------------------------------
 
 
-def _recordings(source: Source) -> list[Recording]:
+def _recordings(source: Source, seen: set[str] | None = None) -> list[Recording]:
+    """The source's recordings; ``seen``: content hashes of files taken already, to skip copies."""
     if source.kind == "opensfx":
         return _opensfx_recordings(source)
     files = [
         Path(f) for f in sorted(glob.glob(source.pattern))
         if not (source.exclude and re.search(source.exclude, Path(f).name))
     ]
-    licensed = [(f, _licence(source.package, f)) for f in files]
+    if seen is not None:
+        files = [f for f in files if _first_copy(f, seen)]
+    licensed = [(f, _licence(source.package, f)) for f in files if _decodable(f)]
     licensed = [(f, lic) for f, lic in licensed if lic]
     if source.kind == "keystrokes":
         return _typing_recordings(source, licensed)
-    recordings = []
+    groups: dict[str, list[tuple[Path, str]]] = {}
     for path, licence in licensed:
-        name = _slug(f"{_short(source.package)}_{path.parent.name}_{path.stem}")
-        recordings.append(Recording(name, source.package, licence, str(path), partial(_read, path)))
+        match = re.match(source.group, path.stem) if source.group else None
+        groups.setdefault(match.group(0) if match else path.stem, []).append((path, licence))
+    recordings = []
+    for key, members in groups.items():
+        name = _slug(f"{_short(source.package)}_{members[0][0].parent.name}_{key}")
+        paths = [path for path, _ in members]
+        licence = " AND ".join(sorted({lic for _, lic in members}))
+        described = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+        recordings.append(Recording(name, source.package, licence, described, partial(_read_all, paths, source.loop)))
     return recordings
 
 
-def _read(path: Path | io.BytesIO) -> np.ndarray:
-    """Mono at SAMPLE_RATE plus MIN_CLIP of silence, so a hit shorter than a clip still makes one."""
+def _first_copy(path: Path, seen: set[str]) -> bool:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest in seen:
+        return False
+    seen.add(digest)
+    return True
+
+
+def _decodable(path: Path) -> bool:
+    """False for a file libsndfile cannot read (some games ship files in formats of their own)."""
+    sf = require("soundfile", "mic")
+    try:
+        return sf.info(str(path)).frames > 0
+    except Exception:  # libsndfile raises its own error types for unknown formats
+        return False
+
+
+def _read(path: Path | io.BytesIO, loop: float = 0.0) -> np.ndarray:
+    """Mono at SAMPLE_RATE plus MIN_CLIP of silence, so a hit shorter than a clip still makes one.
+    ``loop``: repeat a loop sample to at least this many seconds first."""
     sf = require("soundfile", "mic")
     data, rate = sf.read(path, dtype="float32", always_2d=True)
     mono = resample(data.mean(axis=1, keepdims=True).T, rate, SAMPLE_RATE)[0]
+    if loop and len(mono):
+        mono = np.tile(mono, int(np.ceil(loop * SAMPLE_RATE / len(mono))))
     return np.concatenate([mono, np.zeros(int(MIN_CLIP * SAMPLE_RATE), dtype=np.float32)])
+
+
+def _read_all(paths: list[Path], loop: float) -> np.ndarray:
+    """The takes of one recording one after another, each followed by silence the cutter splits at."""
+    return np.concatenate([_read(path, loop) for path in paths])
 
 
 def _short(package: str) -> str:

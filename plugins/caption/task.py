@@ -41,11 +41,15 @@ class CaptionTask(Task):
         vocabulary fits them), else the architecture defaults with the synthesized captions'
         vocabulary. Beam 3 scored CIDEr-D 1.45 against greedy's 1.34 on the benchmark set for
         ~5 ms more per 10 s clip (benchmarks/caption_eval.py)."""
+        from edgeaudio.events.build_library import LATEST_EDITION, edition_of
+
         search = {"beam": 3, "length_penalty": 1.0}
         sidecar = WEIGHTS.with_suffix(".json")
         if WEIGHTS.is_file() and sidecar.is_file():
-            trained = json.loads(sidecar.read_text())["config"]
-            return {**search, **{k: trained.get(k, LEGACY.get(k)) for k in (*MODEL_KEYS, "seed")}}
+            written = json.loads(sidecar.read_text())
+            trained = written["config"]
+            return {**search, **{k: trained.get(k, LEGACY.get(k)) for k in (*MODEL_KEYS, "seed")},
+                    "library_edition": edition_of(written)}  # fmt: skip
         from edgeaudio.plugins.caption.data import EVENT_KEYWORDS, caption_words
         from edgeaudio.plugins.caption.tokenizer import Vocabulary
 
@@ -54,7 +58,7 @@ class CaptionTask(Task):
             "vocab": Vocabulary.build(caption_words()).words,
             "tags": sorted(EVENT_KEYWORDS),
             "n_mels": 64, "stem": "conv2d", "d_model": 128, "heads": 4, "hidden": 384,
-            "encoder_layers": 2, "decoder_layers": 2, "max_tokens": 32, "seed": 0,
+            "encoder_layers": 2, "decoder_layers": 2, "max_tokens": 32, "seed": 0, "library_edition": LATEST_EDITION,
         }  # fmt: skip
 
     @property
@@ -138,11 +142,13 @@ class CaptionTask(Task):
 
     # -- data and metrics --------------------------------------------------------------------------
     def validation_set(self) -> list:
-        """Clips composed from the built-in library's held-out recordings (fixed seed)."""
+        """Clips composed from the held-out recordings of the built-in library's edition the model
+        was trained on (fixed seed)."""
         from edgeaudio.plugins.caption.data import synthesize_set
         from edgeaudio.plugins.caption.train import open_library
 
-        return synthesize_set(open_library(held_out=True), VALIDATION_CLIPS, VALIDATION_SEED)
+        library = open_library(held_out=True, edition=self.config.get("library_edition"))
+        return synthesize_set(library, VALIDATION_CLIPS, VALIDATION_SEED)
 
     def calibration_data(self, count: int = 16) -> Iterable[dict[str, dict[str, np.ndarray]]]:
         """Encoder inputs from validation clips, and the decoder-step feeds a greedy search on

@@ -29,13 +29,16 @@ TEST_FRACTION = 0.2
 SLICE = 250  # training clips composed at once
 
 
-def open_library(path: str | Path | None = None, held_out: bool | None = None) -> EventLibrary:
-    """The event library at 16 kHz (default: the built-in one, built into the cache on first use);
-    ``held_out`` True/False picks the test/train half of the seed-0 split by recording."""
-    from edgeaudio.events.build_library import ensure_builtin
+def open_library(
+    path: str | Path | None = None, held_out: bool | None = None, edition: int | None = None
+) -> EventLibrary:
+    """The event library at 16 kHz (default: the built-in one in ``edition``, the latest by default,
+    built into the cache on first use); ``held_out`` True/False picks the test/train half of the
+    seed-0 split by recording."""
+    from edgeaudio.events.build_library import LATEST_EDITION, ensure_builtin
 
     if path is None:
-        path = ensure_builtin()
+        path = ensure_builtin(edition=edition or LATEST_EDITION)
     library = EventLibrary.from_folder(path, sample_rate=16000)
     if held_out is None:
         return library
@@ -73,6 +76,7 @@ def train_caption(
     ``stem``: the encoder's stem, ``conv2d`` or ``conv1d`` (default: the task config's)."""
     import torch
 
+    from edgeaudio.events.build_library import LATEST_EDITION
     from edgeaudio.plugins.caption.data import synthesize_set
     from edgeaudio.plugins.caption.tokenizer import Vocabulary
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, seed_everything
@@ -92,6 +96,8 @@ def train_caption(
         features, captions = _features(frontend, train_set), [clip.captions for clip in train_set]
     else:
         log(f"composing {clips} training clips (augmented) and {test_clips} held-out clips from the event library")
+        if library is None:
+            task.config["library_edition"] = LATEST_EDITION
         train_library = open_library(library, held_out=False)
         features, captions = [], []
         for first in range(0, clips, SLICE):  # a slice at a time: only the features stay in memory
@@ -100,7 +106,7 @@ def train_caption(
             captions += [clip.captions for clip in part]
         features = torch.cat(features)
         test_set = synthesize_set(open_library(library, held_out=True), test_clips, seed + 1)
-        data = {"library": str(library or "builtin"), "train_clips": clips, "test_clips": test_clips, "clip_seconds": 10.0,
+        data = {"library": str(library or "builtin"), "library_edition": None if library else LATEST_EDITION, "train_clips": clips, "test_clips": test_clips, "clip_seconds": 10.0,
                 "augment": "speed 0.8-1.25x, spectral tilt, SpecAugment masks",
                 "library_packages": library_packages(train_library.root)}  # fmt: skip
     vocab = Vocabulary.build(c for refs in captions for c in refs)

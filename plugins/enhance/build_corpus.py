@@ -34,6 +34,8 @@ from edgeaudio.errors import EdgeAudioError, UsageError, require
 from edgeaudio.plugins.enhance.data import SAMPLE_RATE, Pools, mix, read_mono, write_pairs
 
 SEED = 0
+# the event library edition the noise comes from: the one the shipped weights trained and were scored on
+NOISE_EDITION = 1
 ASTERISK = "/usr/share/asterisk/sounds"
 FILLETS = "/usr/share/games/fillets-ng/sound"
 TEST_MIXTURES_PER_BUCKET = 24
@@ -242,7 +244,7 @@ def _write_noise(out: Path, install: bool, progress: bool) -> dict:
     from edgeaudio.events.build_library import ensure_builtin
 
     sf = require("soundfile", "mic")
-    root = ensure_builtin(install=install, progress=progress)
+    root = ensure_builtin(install=install, progress=progress, edition=NOISE_EDITION)
     library = EventLibrary.from_folder(root, sample_rate=SAMPLE_RATE)
     sources = {c["file"]: c for c in json.loads((root / "SOURCES.json").read_text())["clips"]}
     listing: dict[str, list[dict]] = {}

@@ -50,6 +50,8 @@ class SeldTask(Task):
             "freq_pools": [4, 4, 2],
             "gru_hidden": 128,
             "gru_layers": 2,
+            # the event library edition the shipped weights trained on; training writes its own
+            "library_edition": 1,
         }
 
     @property
@@ -122,7 +124,7 @@ class SeldTask(Task):
         from edgeaudio.plugins.seld.data import read_folder
         from edgeaudio.plugins.seld.train import heldout_library, scene_config, synthesize
 
-        library = heldout_library(self.classes)
+        library = heldout_library(self.classes, self.config.get("library_edition"))
         config = scene_config(VALIDATION_SEED)
         key = hashlib.sha256(json.dumps([self.array, self.classes, repr(config), str(library.root)]).encode()).hexdigest()[:12]
         folder = cache_root() / "seld" / f"validation-{self.array}-{key}"

@@ -38,11 +38,12 @@ def scene_config(seed: int) -> SceneConfig:
     return SceneConfig(duration=SCENE_SECONDS, sample_rate=16000, elevation_range=(-10.0, 40.0), seed=seed)
 
 
-def builtin_library_path() -> Path:
-    """The built-in event library (Debian-packaged recordings), built into the cache on first use."""
-    from edgeaudio.events.build_library import ensure_builtin
+def builtin_library_path(edition: int | None = None) -> Path:
+    """An edition of the built-in event library (Debian-packaged recordings; default: the latest),
+    built into the cache on first use."""
+    from edgeaudio.events.build_library import LATEST_EDITION, ensure_builtin
 
-    return ensure_builtin()
+    return ensure_builtin(edition=edition or LATEST_EDITION)
 
 
 def builtin_classes() -> list[str]:
@@ -51,10 +52,12 @@ def builtin_classes() -> list[str]:
     return sorted(RECIPE)
 
 
-def open_library(path: str | Path | None, classes: list[str], sample_rate: int = 16000) -> EventLibrary:
-    """The library at ``path`` (default: the built-in one) restricted to ``classes``, in that order,
-    so that class indices in the synthesized metadata are the model's output indices."""
-    library = EventLibrary.from_folder(path or builtin_library_path(), sample_rate=sample_rate)
+def open_library(
+    path: str | Path | None, classes: list[str], sample_rate: int = 16000, edition: int | None = None
+) -> EventLibrary:
+    """The library at ``path`` (default: the built-in one in ``edition``) restricted to ``classes``,
+    in that order, so that class indices in the synthesized metadata are the model's output indices."""
+    library = EventLibrary.from_folder(path or builtin_library_path(edition), sample_rate=sample_rate)
     missing = [c for c in classes if c not in library.classes]
     if missing:
         raise UsageError(
@@ -72,9 +75,9 @@ def split_library(library: EventLibrary, seed: int = 0) -> tuple[EventLibrary, E
     )
 
 
-def heldout_library(classes: list[str]) -> EventLibrary:
+def heldout_library(classes: list[str], edition: int | None = None) -> EventLibrary:
     """The built-in library's held-out recordings (seed 0 split): what validation scenes draw from."""
-    return split_library(open_library(None, classes))[1]
+    return split_library(open_library(None, classes, edition=edition))[1]
 
 
 def synthesize(folder: Path, config: SceneConfig, library: EventLibrary, positions, n_scenes: int, workers: int = 2, progress: bool = True) -> Path:
@@ -139,7 +142,8 @@ def train_seld(
             import torch
 
             torch.set_num_threads(int(threads))
-        seld = SeldTask({**task.config, "array": array, "classes": found})
+        seld = SeldTask({**task.config, "array": array, "classes": found,
+                         "library_edition": data_info.get("library_edition")})
         model = seld.build_model()
         if init:
             _load_matching(model, seld, init, log)
@@ -184,11 +188,13 @@ def _command(**options: Any) -> str:
 
 
 def _synthesized_data(folder: Path, array, classes, library_path, hours, test_scenes, seed, workers, progress, log):
+    from edgeaudio.events.build_library import LATEST_EDITION
     from edgeaudio.plugins.seld.data import read_folder
     from edgeaudio.profiles import get_array
 
     positions = get_array(array, live_devices=[])[0].positions
-    library = open_library(library_path, classes or _library_classes(library_path))
+    edition = None if library_path else LATEST_EDITION
+    library = open_library(library_path, classes or _library_classes(library_path), edition=edition)
     train_lib, test_lib = split_library(library, seed)
     n_train = max(1, math.ceil(hours * 3600 / SCENE_SECONDS))
     n_test = test_scenes or max(MIN_TEST_SCENES, round(TEST_FRACTION * n_train))
@@ -201,6 +207,7 @@ def _synthesized_data(folder: Path, array, classes, library_path, hours, test_sc
     info = {
         "source": "synthesized",
         "library": str(library.root) if library_path else "built-in (python -m edgeaudio.events.build_library)",
+        "library_edition": edition,
         "library_clips": {"train": len(train_lib), "test": len(test_lib)},
         "hours": hours,
         "train_scenes": n_train,
