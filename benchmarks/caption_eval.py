@@ -1,7 +1,7 @@
 """Audio captioning on held-out synthesized scenes: the model beside a trivial baseline, and the
 latency of captioning a 10 s clip on each backend.
 
-    python benchmarks/caption_eval.py [--clips 100] [--beam 3] [--threads 1] [--json caption.json] [--bundle DIR]
+    python benchmarks/caption_eval.py [--clips 100] [--beam 3] [--threads 1] [--json caption.json] [--bundle DIR] [--edition N]
 
 The test clips are composed (seed 9001, a seed neither training nor validation uses) from the
 held-out recordings of the event library edition the model trained on, so the model never heard
@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads per backend (default 1)")
     parser.add_argument("--bundle", type=Path, help="an exported caption bundle (default: export the shipped weights)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--edition", type=int, help="compose the clips from this event library edition's held-out "
+                        "recordings instead of the model's own (they may include recordings it trained on)")
     args = parser.parse_args()
 
     import torch
@@ -76,7 +78,7 @@ def main() -> None:
         plan, _ = plan_export("x86-cpu", ["fp32", "int8"], ["onnxruntime", "openvino"])
         bundle = Path(tempfile.mkdtemp(prefix="caption-bench-")) / "bundle"
         export_task(task, plan, bundle, log=lambda m: print(m, flush=True))
-    edition = edgeaudio.load(bundle, backend="torch").task.config.get("library_edition", 1)
+    edition = args.edition or edgeaudio.load(bundle, backend="torch").task.config.get("library_edition", 1)
     clips = synthesize_set(open_library(held_out=True, edition=edition), args.clips, seed=TEST_SEED)
     baseline = most_frequent_caption(edition)
     rows = [{"system": f'baseline: always "{baseline}"', **scores([baseline] * len(clips), clips)}]

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgeaudio.runtime import Session, load
-from edgeaudio.tasks import get_task
+from edgeaudio.task import Task
+from edgeaudio.tasks import get_task, task_classes
 
 __all__ = ["export", "load", "bench", "evaluate", "Session"]
 
@@ -33,8 +34,8 @@ def export(
     log(f"target: {reason}")
     sidecar = Path(checkpoint).with_suffix(".json") if checkpoint else None
     if sidecar is not None and sidecar.is_file():
-        trained = json.loads(sidecar.read_text()).get("config")
-        if isinstance(trained, dict):
+        trained = task_classes().get(task, Task).trained_config(json.loads(sidecar.read_text()))
+        if trained:
             log(f"config: as {checkpoint} was trained ({sidecar.name})")
             config = {**trained, **(config or {})}
     task_obj = get_task(task, config)

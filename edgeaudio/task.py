@@ -166,6 +166,13 @@ class Task:
         """Hyper-parameters that ``build_model`` reads; stored in the bundle's provenance."""
         return {}
 
+    @classmethod
+    def trained_config(cls, sidecar: Mapping[str, Any]) -> dict[str, Any]:
+        """The config a checkpoint was trained with, from its JSON sidecar (as every trainer writes
+        it). Tasks whose config gained keys after older sidecars were written fill them in here."""
+        config = sidecar.get("config")
+        return dict(config) if isinstance(config, Mapping) else {}
+
     def build_model(self) -> "torch.nn.Module":
         """A freshly initialised model for ``self.config``."""
         raise NotImplementedError(f"task '{self.name}' does not build a torch model")

@@ -4,6 +4,7 @@ encoder + decoder-step bundle giving the same caption on torch, ONNX Runtime and
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -193,6 +194,27 @@ def test_default_model_is_under_ten_million_parameters(caption_plugin):
 
     model = CaptionTask().build_model()
     assert sum(p.numel() for p in model.parameters()) <= 10_000_000
+
+
+def test_a_sidecar_from_before_a_config_key_existed_gets_what_that_model_used(caption_plugin, tmp_path):
+    """Old sidecars have neither ``stem`` nor ``library_edition``: they mean conv1d and edition 1,
+    whatever today's defaults are, so ``export --checkpoint`` rebuilds the model they fit."""
+    from edgeaudio.api import export
+    from edgeaudio.plugins.caption.task import CaptionTask
+    from edgeaudio.training import save_weights
+
+    old = {"config": {k: v for k, v in SMALL.items() if k != "stem"}}
+    assert CaptionTask.trained_config(old) == {**old["config"], "stem": "conv1d", "library_edition": 1}
+    new = {"config": {**SMALL, "library_edition": 2}, "data": {"library_edition": 2}}
+    assert CaptionTask.trained_config(new)["library_edition"] == 2
+    legacy = CaptionTask({**SMALL, "stem": "conv1d", "vocab": Vocabulary.build(CANDIDATES).words})
+    checkpoint = tmp_path / "caption.safetensors"
+    save_weights(legacy.build_model(), checkpoint)
+    old["config"]["vocab"] = legacy.config["vocab"]
+    checkpoint.with_suffix(".json").write_text(json.dumps(old))
+    manifest = export("caption", target="x86-cpu", precisions=["fp32"], backends=["onnxruntime"],
+                      checkpoint=str(checkpoint), output=tmp_path / "bundle", log=lambda line: None)  # fmt: skip
+    assert (tmp_path / "bundle").is_dir() and manifest
 
 
 @pytest.mark.parametrize("stem", ["conv1d", "conv2d"])

@@ -39,17 +39,15 @@ class CaptionTask(Task):
     def default_config(self) -> dict[str, Any]:
         """The search settings, plus the shipped model's config when weights ship (its
         vocabulary fits them), else the architecture defaults with the synthesized captions'
-        vocabulary. Beam 3 scored CIDEr-D 1.45 against greedy's 1.34 on the benchmark set for
-        ~5 ms more per 10 s clip (benchmarks/caption_eval.py)."""
-        from edgeaudio.events.build_library import LATEST_EDITION, edition_of
+        vocabulary. Beam 3 scored CIDEr-D 1.36 against greedy's 1.29 on the benchmark set for
+        ~6 ms more per 10 s clip (benchmarks/caption_eval.py)."""
+        from edgeaudio.events.build_library import LATEST_EDITION
 
         search = {"beam": 3, "length_penalty": 1.0}
         sidecar = WEIGHTS.with_suffix(".json")
         if WEIGHTS.is_file() and sidecar.is_file():
-            written = json.loads(sidecar.read_text())
-            trained = written["config"]
-            return {**search, **{k: trained.get(k, LEGACY.get(k)) for k in (*MODEL_KEYS, "seed")},
-                    "library_edition": edition_of(written)}  # fmt: skip
+            trained = self.trained_config(json.loads(sidecar.read_text()))
+            return {**search, **{k: trained[k] for k in (*MODEL_KEYS, "seed", "library_edition")}}
         from edgeaudio.plugins.caption.data import EVENT_KEYWORDS, caption_words
         from edgeaudio.plugins.caption.tokenizer import Vocabulary
 
@@ -60,6 +58,13 @@ class CaptionTask(Task):
             "n_mels": 64, "stem": "conv2d", "d_model": 128, "heads": 4, "hidden": 384,
             "encoder_layers": 2, "decoder_layers": 2, "max_tokens": 32, "seed": 0, "library_edition": LATEST_EDITION,
         }  # fmt: skip
+
+    @classmethod
+    def trained_config(cls, sidecar: Mapping[str, Any]) -> dict[str, Any]:
+        """The sidecar's config, with LEGACY values for keys added since and its library edition."""
+        from edgeaudio.events.build_library import edition_of
+
+        return {**LEGACY, **super().trained_config(sidecar), "library_edition": edition_of(sidecar)}
 
     @property
     def vocabulary(self):
