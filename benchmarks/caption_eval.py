@@ -11,7 +11,8 @@ shipped weights are exported for this host (torch reference, ONNX Runtime and Op
 whatever INT8 passed the CIDEr-D gate); each backend captions every clip through a Session with
 the task's search (beam 3; ``--beam 1`` is greedy). Latency is the median wall time of
 ``Session.process`` on one 10 s test clip (encoder + every decoder step + search), with its CPU
-time beside it: on a shared machine wall time includes waiting for a core. Prints the README table.
+time beside it: on a shared machine wall time includes waiting for a core. Prints the README table,
+then where event F1 is lost (per class, and by the number of classes in a clip).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import edgeaudio
 from edgeaudio.exporters.pipeline import export_task, plan_export
 from edgeaudio.plugins.caption.data import EVENT_KEYWORDS, synthesize_set
-from edgeaudio.plugins.caption.metrics import caption_scores, event_scores
+from edgeaudio.plugins.caption.metrics import caption_scores, event_scores, mentioned_classes
 from edgeaudio.plugins.caption.train import open_library
 from edgeaudio.tasks import get_task
 
@@ -40,6 +41,24 @@ COLUMNS = ("bleu_1", "bleu_4", "rouge_l", "cider_d", "event_precision", "event_r
 def scores(captions: list[str], clips) -> dict[str, float]:
     return {**caption_scores(captions, [c.captions for c in clips]),
             **event_scores(captions, [c.labels for c in clips], EVENT_KEYWORDS)}  # fmt: skip
+
+
+def event_errors(captions: list[str], clips) -> str:
+    """Where event F1 is lost: per class, the events named / missed and the classes named that were
+    not there; and the share of events named by how many classes the clip holds."""
+    found, missed, false = Counter(), Counter(), Counter()
+    by_count: dict[int, list[int]] = {}
+    for caption, clip in zip(captions, clips):
+        named, truth = mentioned_classes(caption, EVENT_KEYWORDS), set(clip.labels)
+        found.update(named & truth)
+        missed.update(truth - named)
+        false.update(named - truth)
+        tally = by_count.setdefault(len(truth), [0, 0])
+        tally[0], tally[1] = tally[0] + len(named & truth), tally[1] + len(truth)
+    lines = ["| class | named | missed | named but absent |", "|---|---|---|---|"]
+    lines += [f"| {c} | {found[c]} | {missed[c]} | {false[c]} |" for c in sorted(EVENT_KEYWORDS)]
+    shares = ", ".join(f"{n} class{'es' if n > 1 else ''}: {hit / total:.2f}" for n, (hit, total) in sorted(by_count.items()))
+    return "\n".join(lines) + f"\n\nshare of events named, by classes in the clip: {shares}"
 
 
 def most_frequent_caption(edition: int) -> str:
@@ -82,6 +101,7 @@ def main() -> None:
     clips = synthesize_set(open_library(held_out=True, edition=edition), args.clips, seed=TEST_SEED)
     baseline = most_frequent_caption(edition)
     rows = [{"system": f'baseline: always "{baseline}"', **scores([baseline] * len(clips), clips)}]
+    reference_captions = None
     for backend, precision in edgeaudio.load(bundle, backend="torch").bundle.artifacts():
         session = edgeaudio.load(bundle, backend=backend, precision=precision, threads=args.threads)
         if args.beam:
@@ -90,6 +110,7 @@ def main() -> None:
         wall, cpu = timed(session, clips[0].audio)
         rows.append({"system": f"{backend}/{precision}", **scores(captions, clips), "latency_ms": wall, "cpu_ms": cpu,
                      "example": captions[0], "reference": clips[0].captions[0]})  # fmt: skip
+        reference_captions = reference_captions or captions
         print(f"{backend}/{precision}: {captions[0]!r} (ref {clips[0].captions[0]!r})", flush=True)
     beam = session.task.config["beam"]
     print(f"\n{args.clips} held-out clips of 10 s (event library edition {edition}), beam {beam}, "
@@ -99,6 +120,7 @@ def main() -> None:
     for row in rows:
         latency = f"{row['latency_ms']:.1f} ({row['cpu_ms']:.1f})" if "latency_ms" in row else "-"
         print(f"| {row['system']} | " + " | ".join(f"{row[k]:.3f}" for k in COLUMNS) + f" | {latency} |")
+    print(f"\nevent errors of {rows[1]['system']}:\n\n{event_errors(reference_captions, clips)}")
     if args.json:
         args.json.write_text(json.dumps({"clips": args.clips, "library_edition": edition, "beam": beam, "threads": args.threads, "rows": rows}, indent=1) + "\n")
 
