@@ -83,3 +83,11 @@ def test_a_loop_sample_repeats_to_its_length(tmp_path, monkeypatch):
     _wav(tmp_path / "engine.wav", _burst(0.5, 4))
     (recording,) = bl._recordings(bl.Source("pkg-data", f"{tmp_path}/engine.wav", loop=3.0))
     assert abs(len(recording.audio) / bl.SAMPLE_RATE - (3.0 + bl.MIN_CLIP)) < 0.01
+
+
+def test_missing_packages_name_the_command_that_builds_the_edition(tmp_path, monkeypatch):
+    monkeypatch.setattr(bl, "_installed_version", lambda package: None if package == "torcs-data" else "1")
+    with pytest.raises(UsageError, match="edition 2 needs Debian packages that are not installed: torcs-data") as error:
+        bl.build(tmp_path / "lib", edition=2, progress=False)
+    assert f"--edition 2 --out {tmp_path / 'lib'} --install" in error.value.hint
+    assert not (tmp_path / "lib").exists()  # nothing written

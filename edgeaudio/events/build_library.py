@@ -296,8 +296,9 @@ def build(out: Path, install: bool = False, progress: bool = True, edition: int 
     missing = [p for p, version in versions.items() if not version]
     if missing:
         raise UsageError(
-            f"missing Debian packages: {' '.join(missing)}",
-            hint="rerun with --install (as root), or apt-get install --no-install-recommends them",
+            f"event library edition {edition} needs Debian packages that are not installed: {' '.join(missing)}",
+            hint=f"python -m edgeaudio.events.build_library --edition {edition} --out {out} --install (as root), "
+            "or apt-get install --no-install-recommends them",
         )
     _prepare_out(out)
     if listed:
