@@ -466,8 +466,7 @@ def _event_library(
     from edgeaudio.events import EventLibrary
     from edgeaudio.events.build_library import EDITIONS, builtin_dir, is_built
 
-    built = [builtin_dir(edition) for edition in sorted(EDITIONS, reverse=True) if is_built(builtin_dir(edition))]
-    builtin = built[0] if built else None
+    builtin = next((d for d in map(builtin_dir, sorted(EDITIONS, reverse=True)) if is_built(d)), None)
     if folder or builtin:
         if not folder:
             notes.append(f"scene events come from the built-in event library in {builtin}")

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from edgeaudio.audio.files import resample
 from edgeaudio.errors import EdgeAudioError, UsageError, require
+from edgeaudio.events.library import Clip, is_readable_audio
 
 SAMPLE_RATE = 24000
 MIN_CLIP, MAX_CLIP = 0.3, 4.0
@@ -216,6 +217,12 @@ def check_edition(edition: int) -> int:
             f"no event library edition {edition}", hint=f"editions: {', '.join(map(str, EDITIONS))}"
         )
     return int(edition)
+
+
+def training_edition(library: str | Path | None) -> int | None:
+    """The edition a training run draws from: the latest built-in one, or None for a library
+    folder of the user's own."""
+    return None if library else LATEST_EDITION
 
 
 def edition_of(sidecar: dict) -> int:
@@ -395,7 +402,7 @@ def _cut_again(out: Path, listed: list[dict], progress: bool) -> list[dict]:
     sf = require("soundfile", "mic")
     decoded: dict[str, np.ndarray] = {}
     for clip in tqdm(listed, desc="clips", unit="clip", disable=not progress):
-        recording = Path(clip["file"]).stem.split("__")[0]
+        recording = Clip(Path(clip["file"]), clip["class"]).recording
         if recording not in decoded:
             decoded[recording] = _listed_recording(clip, recording).audio
         start = round(clip["start_s"] * SAMPLE_RATE)
@@ -450,7 +457,7 @@ def _recordings(source: Source, seen: set[str] | None = None) -> list[Recording]
     ]
     if seen is not None:
         files = [f for f in files if _first_copy(f, seen)]
-    licensed = [(f, _licence(source.package, f)) for f in files if _decodable(f)]
+    licensed = [(f, _licence(source.package, f)) for f in files if is_readable_audio(f)]
     licensed = [(f, lic) for f, lic in licensed if lic]
     if source.kind == "keystrokes":
         return _typing_recordings(source, licensed)
@@ -474,15 +481,6 @@ def _first_copy(path: Path, seen: set[str]) -> bool:
         return False
     seen.add(digest)
     return True
-
-
-def _decodable(path: Path) -> bool:
-    """False for a file libsndfile cannot read (some games ship files in formats of their own)."""
-    sf = require("soundfile", "mic")
-    try:
-        return sf.info(str(path)).frames > 0
-    except Exception:  # libsndfile raises its own error types for unknown formats
-        return False
 
 
 def _read(path: Path | io.BytesIO, loop: float = 0.0) -> np.ndarray:
@@ -688,7 +686,7 @@ def _print_summary(out: Path, clips: list[dict], seconds: float) -> None:
     print(f"{'class':<12} {'clips':>5} {'recordings':>10} {'seconds':>8}  packages")
     for label in sorted({c["class"] for c in clips}):
         mine = [c for c in clips if c["class"] == label]
-        recordings = {Path(c["file"]).stem.split("__")[0] for c in mine}
+        recordings = {Clip(Path(c["file"]), label).recording for c in mine}
         packages = ", ".join(sorted({c["package"] for c in mine}))
         total = sum(c["duration_s"] for c in mine)
         print(f"{label:<12} {len(mine):>5} {len(recordings):>10} {total:>8.1f}  {packages}")

@@ -63,7 +63,7 @@ class EventLibrary:
             )
         clips = []
         for class_dir in class_dirs:
-            readable = [Clip(f, class_dir.name) for f in sorted(class_dir.iterdir()) if _is_readable_audio(f)]
+            readable = [Clip(f, class_dir.name) for f in sorted(class_dir.iterdir()) if is_readable_audio(f)]
             if not readable:
                 raise UsageError(
                     f"class '{class_dir.name}' in event library {root} has no readable audio clip",
@@ -106,7 +106,7 @@ class EventLibrary:
         )
 
 
-def _is_readable_audio(path: Path) -> bool:
+def is_readable_audio(path: Path) -> bool:
     """True for an audio file whose header libsndfile accepts and which holds samples."""
     if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
         return False

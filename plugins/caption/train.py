@@ -76,7 +76,7 @@ def train_caption(
     ``stem``: the encoder's stem, ``conv2d`` or ``conv1d`` (default: the task config's)."""
     import torch
 
-    from edgeaudio.events.build_library import LATEST_EDITION
+    from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.caption.data import synthesize_set
     from edgeaudio.plugins.caption.tokenizer import Vocabulary
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, seed_everything
@@ -96,8 +96,9 @@ def train_caption(
         features, captions = _features(frontend, train_set), [clip.captions for clip in train_set]
     else:
         log(f"composing {clips} training clips (augmented) and {test_clips} held-out clips from the event library")
-        if library is None:
-            task.config["library_edition"] = LATEST_EDITION
+        edition = training_edition(library)
+        if edition:
+            task.config["library_edition"] = edition
         train_library = open_library(library, held_out=False)
         features, captions = [], []
         for first in range(0, clips, SLICE):  # a slice at a time: only the features stay in memory
@@ -106,7 +107,7 @@ def train_caption(
             captions += [clip.captions for clip in part]
         features = torch.cat(features)
         test_set = synthesize_set(open_library(library, held_out=True), test_clips, seed + 1)
-        data = {"library": str(library or "builtin"), "library_edition": None if library else LATEST_EDITION, "train_clips": clips, "test_clips": test_clips, "clip_seconds": 10.0,
+        data = {"library": str(library or "builtin"), "library_edition": edition, "train_clips": clips, "test_clips": test_clips, "clip_seconds": 10.0,
                 "augment": "speed 0.8-1.25x, spectral tilt, SpecAugment masks",
                 "library_packages": library_packages(train_library.root)}  # fmt: skip
     vocab = Vocabulary.build(c for refs in captions for c in refs)

@@ -188,12 +188,12 @@ def _command(**options: Any) -> str:
 
 
 def _synthesized_data(folder: Path, array, classes, library_path, hours, test_scenes, seed, workers, progress, log):
-    from edgeaudio.events.build_library import LATEST_EDITION
+    from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.seld.data import read_folder
     from edgeaudio.profiles import get_array
 
     positions = get_array(array, live_devices=[])[0].positions
-    edition = None if library_path else LATEST_EDITION
+    edition = training_edition(library_path)
     library = open_library(library_path, classes or _library_classes(library_path), edition=edition)
     train_lib, test_lib = split_library(library, seed)
     n_train = max(1, math.ceil(hours * 3600 / SCENE_SECONDS))

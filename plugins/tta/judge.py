@@ -120,7 +120,7 @@ def train_judge(out_dir: str | Path, epochs: int = 25, seed: int = 0, batch_size
                 library: str | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Train on the library's training recordings, score on the held-out ones, write
     ``judge.safetensors`` + ``judge.json`` (classes, command, accuracy) under ``out_dir``."""
-    from edgeaudio.events.build_library import LATEST_EDITION
+    from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.caption.train import library_packages, open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, seed_everything
     from edgeaudio.training.loop import load_weights, save_weights
@@ -159,7 +159,7 @@ def train_judge(out_dir: str | Path, epochs: int = 25, seed: int = 0, batch_size
     sidecar = {
         "command": f"edgeaudio train tta --part judge -o {out_dir} --judge-epochs {epochs} --seed {seed}",
         "classes": classes, "seed": seed, "held_out": metrics, "epochs": epochs, "history": result.history,
-        "data": {"library": str(library or "builtin"), "library_edition": None if library else LATEST_EDITION,
+        "data": {"library": str(library or "builtin"), "library_edition": training_edition(library),
                  "train_recordings": len(clips), "held_out_recordings": len(test_audio),
                  "library_packages": library_packages(train_library.root)},
     }  # fmt: skip

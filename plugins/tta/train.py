@@ -192,7 +192,7 @@ def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log) -> tu
 
 
 def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_size: int, lr: float, library, progress, log) -> dict[str, Any]:
-    from edgeaudio.events.build_library import LATEST_EDITION
+    from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.caption.train import library_packages, open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
 
@@ -228,7 +228,7 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     metrics = val_fn(generator.eval())
     save_weights(generator, out / "generator.safetensors")
     info = {"held_out": metrics, "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
-            "library_edition": None if library else LATEST_EDITION,
+            "library_edition": training_edition(library),
             "library_packages": library_packages(open_library(library, held_out=False).root)}  # fmt: skip
     (out / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
     log(f"generator held-out flow loss {metrics['flow_loss']:.4f}")
