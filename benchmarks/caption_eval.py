@@ -9,7 +9,8 @@ any sound in them. The
 baseline always answers the most frequent reference caption of 1000 training-half clips. The
 shipped weights are exported for this host (torch reference, ONNX Runtime and OpenVINO, fp32 and
 whatever INT8 passed the CIDEr-D gate); each backend captions every clip through a Session with
-the task's search (beam 3; ``--beam 1`` is greedy). Latency is the median wall time of
+the task's search (beam 3 with tag guidance; ``--beam 1`` is greedy), and ONNX Runtime fp32 once
+more without tag guidance, to show what it adds. Latency is the median wall time of
 ``Session.process`` on one 10 s test clip (encoder + every decoder step + search), with its CPU
 time beside it: on a shared machine wall time includes waiting for a core. Prints the README table,
 then where event F1 is lost (per class, and by the number of classes in a clip).
@@ -112,6 +113,12 @@ def main() -> None:
                      "example": captions[0], "reference": clips[0].captions[0]})  # fmt: skip
         reference_captions = reference_captions or captions
         print(f"{backend}/{precision}: {captions[0]!r} (ref {clips[0].captions[0]!r})", flush=True)
+    if session.task.config.get("tag_guidance"):
+        session = edgeaudio.load(bundle, backend="onnxruntime", precision="fp32", threads=args.threads)
+        session.task.config.update(tag_guidance=0.0, **({"beam": args.beam} if args.beam else {}))
+        captions = [session.process(c.audio, 16000)["caption"] for c in clips]
+        wall, cpu = timed(session, clips[0].audio)
+        rows.append({"system": "onnxruntime/fp32 without tag guidance", **scores(captions, clips), "latency_ms": wall, "cpu_ms": cpu})
     beam = session.task.config["beam"]
     print(f"\n{args.clips} held-out clips of 10 s (event library edition {edition}), beam {beam}, "
           f"{args.threads} thread(s), {os.cpu_count()} CPUs\n")

@@ -232,7 +232,7 @@ def test_cached_steps_equal_teacher_forcing(small_task):
     audio = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 1, 24000)).astype(np.float32) * 0.1)
     tokens = torch.tensor([[1, 7, 9, 12, 5, 30]])
     with torch.inference_mode():
-        keys, values = model.encode(audio)
+        keys, values, _ = model.encode(audio)
         full = torch.log_softmax(model(model.frontend(audio), tokens)[0], dim=-1)[0]
         cache_k = cache_v = torch.from_numpy(model.empty_cache(1))
         for position in range(tokens.shape[1]):
@@ -260,6 +260,35 @@ def test_beam_search_finds_what_greedy_misses():
     assert beam_search(step, {"c": np.zeros((1, 1))}, 1, bos=0, eos=3, max_tokens=5) == [1, 1, 1, 1]
 
 
+def test_eos_penalty_keeps_a_caption_going_until_it_has_said_enough():
+    # from <bos>=0: token 1, then <eos>=3 (0.7) or token 2 (0.3), then <eos> surely
+    table = np.full((4, 4), 1e-9)
+    table[0] = [1e-9, 1.0, 1e-9, 1e-9]
+    table[1] = [1e-9, 1e-9, 0.3, 0.7]
+    table[2] = [1e-9, 1e-9, 1e-9, 1.0]
+    step = _toy_step(table)
+    unsaid = lambda ids: 30.0 * (2 not in ids)  # noqa: E731  # token 2 still to be said
+    assert greedy(step, {}, 1, bos=0, eos=3, max_tokens=6)[0] == [1]
+    assert greedy(step, {}, 1, bos=0, eos=3, max_tokens=6, eos_penalty=unsaid)[0] == [1, 2]
+    assert beam_search(step, {"c": np.zeros((1, 2))}, 2, bos=0, eos=3, max_tokens=6) == [1]
+    assert beam_search(step, {"c": np.zeros((1, 2))}, 2, bos=0, eos=3, max_tokens=6, eos_penalty=unsaid) == [1, 2]
+
+
+def test_tag_guidance_penalises_eos_per_likely_class_not_yet_named(small_task):
+    probs = np.zeros(len(small_task.config["tags"]), np.float32)
+    probs[small_task.config["tags"].index("horn")] = 0.9
+    probs[small_task.config["tags"].index("speech")] = 0.6
+    probs[small_task.config["tags"].index("music")] = 0.2
+    penalty = small_task._eos_penalty(probs)
+    vocab = small_task.vocabulary
+    assert penalty(vocab.encode("a horn", 8)) == pytest.approx(small_task.config["tag_guidance"])
+    assert penalty(vocab.encode("a car horn honks while someone speaks", 12)) == 0.0
+    assert penalty([]) == pytest.approx(2 * small_task.config["tag_guidance"])
+    assert small_task._eos_penalty(np.zeros_like(probs)) is None  # nothing likely: plain search
+    decoded = small_task.decode({"tokens": np.array([vocab.encode("a horn", 8)]), "tag_probs": probs[None]})
+    assert decoded["events"] == [{"class": "horn", "probability": 0.9}, {"class": "speech", "probability": 0.6}]
+
+
 # -- export, bundle, backends ----------------------------------------------------------------------
 
 
@@ -279,8 +308,10 @@ def test_conformance(conformance):
     assert "encoder" in conformance.report.passed["export_parity"] and "decoder_step" in conformance.report.passed["export_parity"]
 
 
-@pytest.mark.parametrize("beam", [1, 3])
-def test_same_caption_on_every_backend(conformance, beam):
+@pytest.mark.parametrize("beam,threshold", [(1, 0.5), (3, 0.5), (3, 0.0)])
+def test_same_caption_on_every_backend(conformance, beam, threshold):
+    """Greedy and beam search, with tag guidance as shipped and with every class taken as heard
+    (threshold 0), so the guided search runs whatever the random model's tags say."""
     import edgeaudio
     from edgeaudio.plugins.caption.task import example_clip
 
@@ -289,11 +320,14 @@ def test_same_caption_on_every_backend(conformance, beam):
     results = {}
     for backend in ("torch", "onnxruntime", "openvino"):
         session = edgeaudio.load(bundle, backend=backend, precision="fp32")
-        session.task.config["beam"] = beam
+        session.task.config.update(beam=beam, tag_threshold=threshold)
         raw = session.process_raw(clip, 16000)
-        results[backend] = (raw["tokens"].tolist(), session.process(clip, 16000)["caption"])
+        result = session.process(clip, 16000)
+        results[backend] = (raw["tokens"].tolist(), result["caption"], [e["class"] for e in result["events"]])
     assert results["torch"] == results["onnxruntime"] == results["openvino"], results
     assert results["torch"][1]  # a fixed-seed random model still says something
+    if threshold == 0.0:
+        assert len(results["torch"][2]) == len(session.task.config["tags"])
 
 
 def test_bundle_carries_both_graphs_and_the_vocabulary(conformance, small_task):
@@ -302,6 +336,7 @@ def test_bundle_carries_both_graphs_and_the_vocabulary(conformance, small_task):
     manifest = load_bundle(conformance.report.bundle).manifest
     graphs = {g["name"]: g for g in manifest["graphs"]}
     assert set(graphs) == {"encoder", "decoder_step"}
+    assert [o["name"] for o in graphs["encoder"]["outputs"]] == ["memory_keys", "memory_values", "tag_probs"]
     assert graphs["decoder_step"]["state"] == [{"input": "cache_keys", "output": "cache_keys_out"},
                                                {"input": "cache_values", "output": "cache_values_out"}]  # fmt: skip
     assert manifest["provenance"]["config"]["vocab"] == small_task.config["vocab"]

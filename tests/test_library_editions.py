@@ -40,12 +40,26 @@ def test_editions_live_in_their_own_cache_folders_and_sidecars_name_theirs(monke
     monkeypatch.setenv("EDGEAUDIO_CACHE", str(tmp_path))
     assert bl.builtin_dir(1) == tmp_path / "events" / "builtin"
     assert bl.builtin_dir(2) == tmp_path / "events" / "builtin-v2"
+    assert bl.builtin_dir(3) == tmp_path / "events" / "builtin-v3"
     assert bl.builtin_dir() == bl.builtin_dir(bl.LATEST_EDITION)
     with pytest.raises(UsageError, match="no event library edition 9"):
         bl.builtin_dir(9)
     assert bl.edition_of({"config": {}}) == 1  # written before editions existed
     assert bl.edition_of({"data": {"library_edition": 2}}) == 2
     assert bl.edition_of({"config": {"library_edition": 2}}) == 2
+
+
+def test_edition_3_trades_the_whistles_for_horns_and_keeps_every_other_class_of_edition_2():
+    recipe_2, seconds_2, clips_2 = bl.EDITIONS[2]
+    recipe_3, seconds_3, clips_3 = bl.EDITIONS[3]
+    assert (seconds_3, clips_3) == (seconds_2, clips_2)
+    for label in set(recipe_2) - {"horn", "machinery"}:
+        assert recipe_3[label] == recipe_2[label]
+    (opensfx,) = [s for s in recipe_3["horn"] if s.kind == "opensfx"]
+    assert "Modern car horn" in opensfx.entries
+    assert not {"Factory Whistle", "Steam train station departure"} & set(opensfx.entries)
+    assert recipe_3["horn"][len(recipe_2["horn"]):] == bl.ADDED_IN_EDITION_3["horn"]
+    assert recipe_3["machinery"] == [*recipe_2["machinery"], *bl.ADDED_IN_EDITION_3["machinery"]]
 
 
 def test_listed_clips_are_cut_again_from_their_source(tmp_path):

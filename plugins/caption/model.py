@@ -7,6 +7,8 @@ same maths:
 - ``encoder``: audio [batch, 1, samples] -> cross-attention keys and values of every decoder
   layer [layers, batch, frames, d_model]. Projecting the memory once here, instead of in each
   decoder step, saves ``2 * layers * frames * d_model^2`` multiply-adds per generated word.
+  A model with a tagging head also outputs ``tag_probs`` [batch, classes]: the probability that
+  each event class is in the clip, which guides the search (see task.py) and is reported.
 - ``decoder_step``: one token and its position, the memory keys/values, and the self-attention
   cache [layers, batch, max_tokens, d_model] -> next-token log-probabilities and the updated
   cache. The cache has a fixed length (``max_tokens``) so its shape is static except for batch
@@ -257,13 +259,18 @@ class CaptionNet(nn.Module):
         self.frontend = LogMel(sample_rate, n_fft, hop, n_mels)
         self.encoder = AudioEncoder(n_mels, d_model, encoder_layers, heads, hidden, dropout, stem)
         self.decoder = TextDecoder(vocab_size, d_model, decoder_layers, heads, hidden, max_tokens, dropout)
-        # training-only tagging head: which event classes the clip holds (max over memory frames);
-        # it teaches the encoder to tell classes apart directly, not only through the words
+        # tagging head: which event classes the clip holds (max over memory frames); it teaches the
+        # encoder to tell classes apart directly, not only through the words, and guides the search
         self.tagger = nn.Linear(d_model, tags) if tags else None
         self.d_model, self.decoder_layers, self.max_tokens = d_model, decoder_layers, max_tokens
 
-    def encode(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decoder.memory_kv(self.encoder(self.frontend(audio)))
+    def encode(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Memory keys and values, then the tag probabilities when the model has a tagging head."""
+        memory = self.encoder(self.frontend(audio))
+        keys, values = self.decoder.memory_kv(memory)
+        if self.tagger is None:
+            return keys, values
+        return keys, values, torch.sigmoid(self.tagger(memory).amax(dim=1))
 
     def forward(self, logmel: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training: logits for teacher-forced ``tokens`` from precomputed log-mel features, and
@@ -277,7 +284,7 @@ class CaptionNet(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """The ``encoder`` graph: audio -> (memory_keys, memory_values)."""
+    """The ``encoder`` graph: audio -> (memory_keys, memory_values[, tag_probs])."""
 
     def __init__(self, net: CaptionNet):
         super().__init__()

@@ -5,6 +5,11 @@ per generated word with its self-attention cache as explicit state. ``process`` 
 itself (greedy, or beam search with ``config["beam"] > 1``) on whatever backend the runner
 holds, so the search is the same numpy code on every backend. The vocabulary is part of the
 config: it is saved in every bundle's manifest and beside the shipped weights, never downloaded.
+
+Tag guidance: the encoder also says which event classes it hears (``tag_probs``). While a class
+it gives at least ``tag_threshold`` is not yet named by a hypothesis, the search lowers that
+hypothesis's ``<eos>`` log-probability by ``tag_guidance`` per such class, so captions of busy
+scenes stop leaving events out. The result lists those classes as ``events``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ VALIDATION_SEED = 7001
 MODEL_KEYS = ("vocab", "tags", "n_mels", "stem", "d_model", "heads", "hidden", "encoder_layers", "decoder_layers",
               "max_tokens")
 LEGACY = {"stem": "conv1d"}  # what a sidecar written before a key existed was trained with
+# <eos> penalty per likely class not yet named; chosen on 150 validation clips (seed 7001) among
+# 1, 2, 3 with thresholds 0.3, 0.5, 0.7: event F1 0.742 -> 0.774 (benchmarks/caption_eval.py --tag-guidance)
+TAG_GUIDANCE = 2.0
 
 
 class CaptionTask(Task):
@@ -43,7 +51,7 @@ class CaptionTask(Task):
         ~6 ms more per 10 s clip (benchmarks/caption_eval.py)."""
         from edgeaudio.events.build_library import LATEST_EDITION
 
-        search = {"beam": 3, "length_penalty": 1.0}
+        search = {"beam": 3, "length_penalty": 1.0, "tag_guidance": TAG_GUIDANCE, "tag_threshold": 0.5}
         sidecar = WEIGHTS.with_suffix(".json")
         if WEIGHTS.is_file() and sidecar.is_file():
             trained = self.trained_config(json.loads(sidecar.read_text()))
@@ -100,15 +108,17 @@ class CaptionTask(Task):
         layers, width, slots = c["decoder_layers"], c["d_model"], c["max_tokens"]
         audio = example_clip()[None, None]
         with torch.inference_mode():
-            keys, values = (t.numpy() for t in model.encode(torch.from_numpy(audio)))
+            keys, values = (t.numpy() for t in model.encode(torch.from_numpy(audio))[:2])
         rng = np.random.default_rng(0)
         cache = lambda: (0.5 * rng.standard_normal((layers, 2, slots, width))).astype(np.float32)  # noqa: E731
         memory = lambda: ("batch", "frames")  # noqa: E731
+        tags = [TensorSpec("tag_probs", ("batch", len(c["tags"])))] if model.tagger is not None else []
         encoder = Graph(
             name="encoder",
             module=EncoderGraph(model),
             inputs=[TensorSpec("audio", ("batch", 1, "samples"))],
-            outputs=[TensorSpec("memory_keys", (layers, *memory(), width)), TensorSpec("memory_values", (layers, *memory(), width))],
+            outputs=[TensorSpec("memory_keys", (layers, *memory(), width)), TensorSpec("memory_values", (layers, *memory(), width)),
+                     *tags],
             example_inputs={"audio": audio},
             atol=1e-3,
             keep_float=["/frontend/", "/encoder/input_norm/"],  # DFT, power, mel and log maths
@@ -186,7 +196,8 @@ class CaptionTask(Task):
 
     # -- running ----------------------------------------------------------------------------------
     def process(self, runner, audio: np.ndarray) -> dict[str, np.ndarray]:
-        """Encoder once, then the decoder step per word; raw output: the token ids [1, n]."""
+        """Encoder once, then the decoder step per word; raw output: the token ids [1, n] and,
+        from a model with a tagging head, the tag probabilities [1, classes]."""
         from edgeaudio.plugins.caption.search import beam_search, greedy
 
         c, vocab = self.config, self.vocabulary
@@ -202,15 +213,36 @@ class CaptionTask(Task):
             return out["log_probs"], {"cache_keys": out["cache_keys_out"], "cache_values": out["cache_values_out"]}
 
         cache = {"cache_keys": empty, "cache_values": empty}
+        probs = memory.get("tag_probs")
+        penalty = self._eos_penalty(probs[0]) if probs is not None and c.get("tag_guidance") else None
         if beam > 1:
-            ids = beam_search(step, cache, beam, vocab.bos, vocab.eos, c["max_tokens"], float(c.get("length_penalty", 1.0)))
+            ids = beam_search(step, cache, beam, vocab.bos, vocab.eos, c["max_tokens"], float(c.get("length_penalty", 1.0)), penalty)
         else:
-            ids = greedy(step, cache, 1, vocab.bos, vocab.eos, c["max_tokens"])[0]
-        return {"tokens": np.asarray(ids, np.int64)[None]}
+            ids = greedy(step, cache, 1, vocab.bos, vocab.eos, c["max_tokens"], penalty)[0]
+        raw = {"tokens": np.asarray(ids, np.int64)[None]}
+        return raw if probs is None else {**raw, "tag_probs": np.asarray(probs, np.float32)}
+
+    def _likely(self, probs: np.ndarray) -> dict[str, float]:
+        threshold = float(self.config.get("tag_threshold", 0.5))
+        return {tag: float(p) for tag, p in zip(self.config["tags"], probs) if p >= threshold}
+
+    def _eos_penalty(self, probs: np.ndarray):
+        """``<eos>`` penalty for a hypothesis: ``tag_guidance`` per likely class it has not named."""
+        from edgeaudio.plugins.caption.data import EVENT_KEYWORDS
+        from edgeaudio.plugins.caption.metrics import mentioned_classes
+
+        likely, vocab, weight = set(self._likely(probs)), self.vocabulary, float(self.config["tag_guidance"])
+        if not likely:
+            return None
+        return lambda ids: weight * len(likely - mentioned_classes(vocab.decode(ids), EVENT_KEYWORDS))
 
     def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0) -> dict[str, Any]:
         text = self.vocabulary.decode(np.asarray(outputs["tokens"]).reshape(-1))
-        return {"caption": (text[:1].upper() + text[1:] + ".") if text else ""}
+        result: dict[str, Any] = {"caption": (text[:1].upper() + text[1:] + ".") if text else ""}
+        if "tag_probs" in outputs:
+            likely = self._likely(np.asarray(outputs["tag_probs"]).reshape(-1))
+            result["events"] = [{"class": tag, "probability": round(p, 3)} for tag, p in sorted(likely.items(), key=lambda kv: -kv[1])]
+        return result
 
     def train(self, out_dir: str, **options: Any) -> dict[str, Any]:
         """Compose captioned clips from the event library, train, write weights + vocab + sidecar."""
@@ -231,7 +263,7 @@ class _TorchGraph:
     """Runs one torch graph module for ``calibration_data`` and records each call's feeds."""
 
     names = {
-        "encoder": (["audio"], ["memory_keys", "memory_values"]),
+        "encoder": (["audio"], ["memory_keys", "memory_values", "tag_probs"]),
         "decoder_step": (["token", "position", "memory_keys", "memory_values", "cache_keys", "cache_values"],
                          ["log_probs", "cache_keys_out", "cache_values_out"]),
     }  # fmt: skip
