@@ -260,31 +260,33 @@ def test_beam_search_finds_what_greedy_misses():
     assert beam_search(step, {"c": np.zeros((1, 1))}, 1, bos=0, eos=3, max_tokens=5) == [1, 1, 1, 1]
 
 
-def test_eos_penalty_keeps_a_caption_going_until_it_has_said_enough():
+def test_a_guide_keeps_a_caption_going_until_it_has_said_enough():
     # from <bos>=0: token 1, then <eos>=3 (0.7) or token 2 (0.3), then <eos> surely
     table = np.full((4, 4), 1e-9)
     table[0] = [1e-9, 1.0, 1e-9, 1e-9]
     table[1] = [1e-9, 1e-9, 0.3, 0.7]
     table[2] = [1e-9, 1e-9, 1e-9, 1.0]
     step = _toy_step(table)
-    unsaid = lambda ids: 30.0 * (2 not in ids)  # noqa: E731  # token 2 still to be said
+    unsaid = lambda ids: np.array([0, 0, 0, -30.0 * (2 not in ids)])  # noqa: E731  # token 2 still to be said
     assert greedy(step, {}, 1, bos=0, eos=3, max_tokens=6)[0] == [1]
-    assert greedy(step, {}, 1, bos=0, eos=3, max_tokens=6, eos_penalty=unsaid)[0] == [1, 2]
+    assert greedy(step, {}, 1, bos=0, eos=3, max_tokens=6, guide=unsaid)[0] == [1, 2]
     assert beam_search(step, {"c": np.zeros((1, 2))}, 2, bos=0, eos=3, max_tokens=6) == [1]
-    assert beam_search(step, {"c": np.zeros((1, 2))}, 2, bos=0, eos=3, max_tokens=6, eos_penalty=unsaid) == [1, 2]
+    assert beam_search(step, {"c": np.zeros((1, 2))}, 2, bos=0, eos=3, max_tokens=6, guide=unsaid) == [1, 2]
 
 
-def test_tag_guidance_penalises_eos_per_likely_class_not_yet_named(small_task):
+def test_tag_guidance_lowers_eos_and_raises_the_words_of_each_likely_class_not_yet_named(small_task):
     probs = np.zeros(len(small_task.config["tags"]), np.float32)
     probs[small_task.config["tags"].index("horn")] = 0.9
     probs[small_task.config["tags"].index("speech")] = 0.6
     probs[small_task.config["tags"].index("music")] = 0.2
-    penalty = small_task._eos_penalty(probs)
-    vocab = small_task.vocabulary
-    assert penalty(vocab.encode("a horn", 8)) == pytest.approx(small_task.config["tag_guidance"])
-    assert penalty(vocab.encode("a car horn honks while someone speaks", 12)) == 0.0
-    assert penalty([]) == pytest.approx(2 * small_task.config["tag_guidance"])
-    assert small_task._eos_penalty(np.zeros_like(probs)) is None  # nothing likely: plain search
+    guide, vocab, c = small_task._guide(probs), small_task.vocabulary, small_task.config
+    bias = guide(vocab.encode("a horn", 8))  # speech not named yet
+    assert bias[vocab.eos] == pytest.approx(-c["tag_guidance"])
+    assert bias[vocab.index["speaks"]] == bias[vocab.index["voice"]] == pytest.approx(c["tag_word_bonus"])
+    assert bias[vocab.index["horn"]] == bias[vocab.index["music"]] == 0.0
+    assert not guide(vocab.encode("a car horn honks while someone speaks", 12)).any()
+    assert guide([])[vocab.eos] == pytest.approx(-2 * c["tag_guidance"])
+    assert small_task._guide(np.zeros_like(probs)) is None  # nothing likely: plain search
     decoded = small_task.decode({"tokens": np.array([vocab.encode("a horn", 8)]), "tag_probs": probs[None]})
     assert decoded["events"] == [{"class": "horn", "probability": 0.9}, {"class": "speech", "probability": 0.6}]
 

@@ -6,9 +6,9 @@ cache is a dict of arrays with the batch (hypothesis) on axis 1, which beam sear
 Ties are broken towards the lower token id and the earlier hypothesis (stable sorts), so equal
 log-probabilities from two backends give equal captions.
 
-``eos_penalty(words so far) -> float``, optional: subtracted from ``<eos>``'s log-probability
-before each choice, so a caller can keep a caption from ending while it still has something to
-say (the captioning task's tag guidance).
+``guide(words so far) -> [vocab] float``, optional: added to a hypothesis's log-probabilities
+before each choice, so a caller can steer what a caption still has to say (the captioning task's
+tag guidance lowers ``<eos>`` and raises the words of events not named yet).
 """
 
 from __future__ import annotations
@@ -18,20 +18,17 @@ from typing import Callable
 import numpy as np
 
 Step = Callable[[np.ndarray, int, dict], tuple[np.ndarray, dict]]
-Penalty = Callable[[list[int]], float]
+Guide = Callable[[list[int]], np.ndarray]
 
 
-def _penalised(log_probs: np.ndarray, histories: list[list[int]], eos: int, eos_penalty: Penalty | None) -> np.ndarray:
-    if eos_penalty is None:
+def _guided(log_probs: np.ndarray, histories: list[list[int]], guide: Guide | None) -> np.ndarray:
+    if guide is None:
         return log_probs
-    log_probs = log_probs.astype(np.float64)
-    for row, history in enumerate(histories):
-        log_probs[row, eos] -= eos_penalty(history)
-    return log_probs
+    return log_probs.astype(np.float64) + np.stack([guide(history) for history in histories])
 
 
 def greedy(
-    step: Step, cache: dict, batch: int, bos: int, eos: int, max_tokens: int, eos_penalty: Penalty | None = None
+    step: Step, cache: dict, batch: int, bos: int, eos: int, max_tokens: int, guide: Guide | None = None
 ) -> list[list[int]]:
     """The most likely next word, ``batch`` sequences at once; each ends at its ``<eos>``."""
     tokens = np.full((batch, 1), bos, np.int64)
@@ -39,7 +36,7 @@ def greedy(
     done = np.zeros(batch, bool)
     for position in range(max_tokens - 1):
         log_probs, cache = step(tokens, position, cache)
-        tokens = np.argmax(_penalised(log_probs, out, eos, eos_penalty), axis=1).astype(np.int64)[:, None]
+        tokens = np.argmax(_guided(log_probs, out, guide), axis=1).astype(np.int64)[:, None]
         for i in np.flatnonzero(~done):
             if tokens[i, 0] == eos:
                 done[i] = True
@@ -52,7 +49,7 @@ def greedy(
 
 def beam_search(
     step: Step, cache: dict, beam: int, bos: int, eos: int, max_tokens: int, length_penalty: float = 1.0,
-    eos_penalty: Penalty | None = None,
+    guide: Guide | None = None,
 ) -> list[int]:
     """Best sequence among ``beam`` hypotheses run as one batch (the caller repeats the memory
     ``beam`` times). Finished hypotheses are ranked by total log-prob / length ** penalty."""
@@ -63,7 +60,7 @@ def beam_search(
     finished: list[tuple[float, list[int]]] = []
     for position in range(max_tokens - 1):
         log_probs, cache = step(tokens, position, cache)
-        log_probs = _penalised(log_probs, history, eos, eos_penalty)
+        log_probs = _guided(log_probs, history, guide)
         vocab = log_probs.shape[1]
         total = (scores[:, None] + log_probs.astype(np.float64)).ravel()
         order = np.argsort(-total, kind="stable")[: 2 * beam]
