@@ -127,6 +127,17 @@ def toy_library(tmp_path_factory):
     return EventLibrary.from_folder(root, sample_rate=16000)
 
 
+def test_training_clips_are_the_same_whatever_the_number_of_workers(toy_library, small_task, monkeypatch):
+    from edgeaudio.plugins.caption import train
+
+    monkeypatch.setattr(train, "SLICE", 2)  # three slices of 2, 2 and 1 clips
+    frontend = train._frontend(small_task)
+    alone, alone_captions = train._compose(toy_library, 5, 0, frontend, workers=1, progress=False)
+    pooled, pooled_captions = train._compose(toy_library, 5, 0, frontend, workers=2, progress=False)
+    assert alone.shape[0] == 5 and alone.dtype == torch.float16
+    assert torch.equal(alone, pooled) and alone_captions == pooled_captions
+
+
 def test_captions_follow_the_scene(toy_library):
     vocab = set(" ".join(data.caption_words()).split())
     clips = data.synthesize_set(toy_library, 30, seed=1)

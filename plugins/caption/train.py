@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,12 +69,16 @@ def train_caption(
     audio_dir: str | None = None,
     threads: int | None = 1,
     stem: str | None = None,
+    workers: int = 1,
+    device: str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and write ``caption.safetensors`` + vocab + sidecar under ``out_dir``; returns the
     sidecar. ``threads``: torch threads (1 is fastest on a machine shared with other jobs).
-    ``stem``: the encoder's stem, ``conv2d`` or ``conv1d`` (default: the task config's)."""
+    ``stem``: the encoder's stem, ``conv2d`` or ``conv1d`` (default: the task config's).
+    ``workers``: processes composing the training clips (the same clips as one process makes).
+    ``device``: where to train (``cpu``, ``cuda``, ``auto``); the clips are composed on the CPU."""
     import torch
 
     from edgeaudio.events.build_library import training_edition
@@ -87,7 +92,8 @@ def train_caption(
     if stem is not None:
         task.config["stem"] = stem
     command = dict(clips=clips, test_clips=test_clips, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-                   library=library, captions_csv=captions_csv, audio_dir=audio_dir, stem=stem)  # fmt: skip
+                   library=library, captions_csv=captions_csv, audio_dir=audio_dir, stem=stem,
+                   device=None if device == "cpu" else device)  # fmt: skip
     if captions_csv:
         command["captions_format"] = captions_format
     frontend = _frontend(task)
@@ -100,12 +106,7 @@ def train_caption(
         if edition:
             task.config["library_edition"] = edition
         train_library = open_library(library, held_out=False)
-        features, captions = [], []
-        for first in range(0, clips, SLICE):  # a slice at a time: only the features stay in memory
-            part = synthesize_set(train_library, min(SLICE, clips - first), seed, augment=True, first=first)
-            features.append(_features(frontend, part))
-            captions += [clip.captions for clip in part]
-        features = torch.cat(features)
+        features, captions = _compose(train_library, clips, seed, frontend, workers, progress)
         test_set = synthesize_set(open_library(library, held_out=True), test_clips, seed + 1)
         data = {"library": str(library or "builtin"), "library_edition": edition, "train_clips": clips, "test_clips": test_clips, "clip_seconds": 10.0,
                 "augment": "speed 0.8-1.25x, spectral tilt, SpecAugment masks",
@@ -132,7 +133,7 @@ def train_caption(
         return _scores(captions, test_set)
 
     config = TrainConfig(out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed, grad_clip=1.0,
-                         best_metric="val_cider_d", best_mode="max", progress=progress, device="cpu")  # fmt: skip
+                         best_metric="val_cider_d", best_mode="max", progress=progress, device=device)  # fmt: skip
     factory, on_epoch_end = cosine_adamw(config.lr, epochs, floor=0.02, weight_decay=config.weight_decay, clipped=True)
     result = fit(model, dataset, loss_fn, config, val_fn=val_fn, optimizer_factory=factory, on_epoch_end=on_epoch_end)
     best = result.best_checkpoint or result.last_checkpoint
@@ -153,6 +154,49 @@ def train_caption(
     log("held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     log(f"wrote {weights}")
     return sidecar
+
+
+def _compose(library, clips: int, seed: int, frontend, workers: int, progress: bool):
+    """Log-mel features [clips, n_mels, frames] (float16) and reference captions of the training
+    clips, composed a slice at a time (only the features stay in memory), by ``workers``
+    processes. Clip i depends only on (seed, i), so any number of workers gives the same set."""
+    import torch
+    from tqdm import tqdm
+
+    slices = [(first, min(SLICE, clips - first)) for first in range(0, clips, SLICE)]
+    compose = partial(_compose_slice, library, seed, frontend)
+    bar = tqdm(total=clips, desc="composing", unit="clip", disable=not progress)
+    features, captions = [], []
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+            for part_features, part_captions in pool.imap(compose, slices):
+                features.append(part_features)
+                captions += part_captions
+                bar.update(len(part_captions))
+    else:
+        for piece in slices:
+            part_features, part_captions = compose(piece)
+            features.append(part_features)
+            captions += part_captions
+            bar.update(len(part_captions))
+    bar.close()
+    return torch.cat(features), captions
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _compose_slice(library, seed: int, frontend, piece: tuple[int, int]):
+    from edgeaudio.plugins.caption.data import synthesize_set
+
+    first, count = piece
+    part = synthesize_set(library, count, seed, augment=True, first=first)
+    return _features(frontend, part), [clip.captions for clip in part]
 
 
 def _real_data(captions_csv, captions_format, audio_dir, test_clips, seed):
@@ -246,18 +290,19 @@ def greedy_captions(model, features, vocab, max_tokens: int, batch: int = 64) ->
     from edgeaudio.plugins.caption.search import greedy
 
     captions = []
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(features), batch):
-            feats = features[start : start + batch].float()
+            feats = features[start : start + batch].float().to(device)
             keys, values = model.decoder.memory_kv(model.encoder(feats))
             n = feats.shape[0]
 
             def step(tokens, position, cache, n=n, keys=keys, values=values):
-                out = model.decoder.step(torch.from_numpy(tokens), torch.full((n, 1), position), keys, values,
-                                         torch.from_numpy(cache["k"]), torch.from_numpy(cache["v"]))  # fmt: skip
-                return out[0].numpy(), {"k": out[1].numpy(), "v": out[2].numpy()}
+                out = model.decoder.step(torch.from_numpy(tokens).to(device), torch.full((n, 1), position, device=device),
+                                         keys, values, cache["k"], cache["v"])  # fmt: skip
+                return out[0].cpu().numpy(), {"k": out[1], "v": out[2]}
 
-            empty = model.empty_cache(n)
+            empty = torch.from_numpy(model.empty_cache(n)).to(device)
             for ids in greedy(step, {"k": empty, "v": empty}, n, vocab.bos, vocab.eos, max_tokens):
                 text = vocab.decode(ids)
                 captions.append(text[:1].upper() + text[1:] + "." if text else "")
