@@ -170,7 +170,10 @@ def _compose(library, clips: int, seed: int, frontend, workers: int, progress: b
     if workers > 1:
         import multiprocessing
 
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+        # fork where there is one: a spawned worker re-imports the caller's main module, which
+        # loops forever in a script without an ``if __name__ == "__main__"`` guard
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(workers, initializer=_one_thread) as pool:
             for part_features, part_captions in pool.imap(compose, slices):
                 features.append(part_features)
                 captions += part_captions
