@@ -285,7 +285,10 @@ def test_a_guide_keeps_a_caption_going_until_it_has_said_enough():
     assert beam_search(step, {"c": np.zeros((1, 2))}, 2, bos=0, eos=3, max_tokens=6, guide=unsaid) == [1, 2]
 
 
-def test_tag_guidance_lowers_eos_and_raises_the_words_of_each_likely_class_not_yet_named(small_task):
+def test_tag_guidance_lowers_eos_and_raises_the_words_of_each_likely_class_not_yet_named(caption_plugin):
+    from edgeaudio.tasks import get_task
+
+    small_task = get_task("caption", {**SMALL, "tag_word_bonus": 2.0})
     probs = np.zeros(len(small_task.config["tags"]), np.float32)
     probs[small_task.config["tags"].index("horn")] = 0.9
     probs[small_task.config["tags"].index("speech")] = 0.6
