@@ -51,7 +51,7 @@ class CaptionTask(Task):
     def default_config(self) -> dict[str, Any]:
         """The search settings, plus the shipped model's config when weights ship (its
         vocabulary fits them), else the architecture defaults with the synthesized captions'
-        vocabulary. Beam 3 scored CIDEr-D 1.36 against greedy's 1.29 on the benchmark set for
+        vocabulary. Beam 3 scored CIDEr-D 1.36 against greedy's 1.29 on the benchmark set (edition-2 weights) for
         ~6 ms more per 10 s clip (benchmarks/caption_eval.py)."""
         from edgeaudio.events.build_library import LATEST_EDITION
 
