@@ -160,31 +160,24 @@ def _compose(library, clips: int, seed: int, frontend, workers: int, progress: b
     """Log-mel features [clips, n_mels, frames] (float16) and reference captions of the training
     clips, composed a slice at a time (only the features stay in memory), by ``workers``
     processes. Clip i depends only on (seed, i), so any number of workers gives the same set."""
+    import multiprocessing
+    from contextlib import nullcontext
+
     import torch
     from tqdm import tqdm
 
     slices = [(first, min(SLICE, clips - first)) for first in range(0, clips, SLICE)]
     compose = partial(_compose_slice, library, seed, frontend)
-    bar = tqdm(total=clips, desc="composing", unit="clip", disable=not progress)
+    # fork where there is one: a spawned worker re-imports the caller's main module, which
+    # loops forever in a script without an ``if __name__ == "__main__"`` guard
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = multiprocessing.get_context(method).Pool(workers, initializer=_one_thread) if workers > 1 else nullcontext()
     features, captions = [], []
-    if workers > 1:
-        import multiprocessing
-
-        # fork where there is one: a spawned worker re-imports the caller's main module, which
-        # loops forever in a script without an ``if __name__ == "__main__"`` guard
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers, initializer=_one_thread) as pool:
-            for part_features, part_captions in pool.imap(compose, slices):
-                features.append(part_features)
-                captions += part_captions
-                bar.update(len(part_captions))
-    else:
-        for piece in slices:
-            part_features, part_captions = compose(piece)
+    with pool, tqdm(total=clips, desc="composing", unit="clip", disable=not progress) as bar:
+        for part_features, part_captions in (pool.imap if workers > 1 else map)(compose, slices):
             features.append(part_features)
             captions += part_captions
             bar.update(len(part_captions))
-    bar.close()
     return torch.cat(features), captions
 
 
