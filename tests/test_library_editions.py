@@ -47,6 +47,10 @@ def test_editions_live_in_their_own_cache_folders_and_sidecars_name_theirs(monke
     assert bl.edition_of({"config": {}}) == 1  # written before editions existed
     assert bl.edition_of({"data": {"library_edition": 2}}) == 2
     assert bl.edition_of({"config": {"library_edition": 2}}) == 2
+    assert bl.training_edition(None) == bl.LATEST_EDITION
+    assert bl.training_edition(str(tmp_path / "events" / "builtin")) == 1  # a run pointed at edition 1's folder
+    assert bl.training_edition(tmp_path / "events" / "builtin-v2") == 2
+    assert bl.training_edition(tmp_path / "my-sounds") is None
 
 
 def test_edition_3_trades_the_whistles_for_horns_and_keeps_every_other_class_of_edition_2():

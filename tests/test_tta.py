@@ -157,6 +157,64 @@ def test_prompt_batch_pairs_the_prompt_with_the_empty_prompt(small_task):
     assert tokens[1].tolist() == [vocab.bos, vocab.eos, vocab.pad, vocab.pad]
 
 
+# -- training data and fine-tuning ---------------------------------------------------------------------
+
+
+def test_share_of_one_class_clips():
+    from edgeaudio.errors import UsageError
+    from edgeaudio.plugins.tta.data import CLASS_COUNTS, class_counts
+
+    assert class_counts(0.5) == pytest.approx(CLASS_COUNTS)
+    assert class_counts(0.7) == pytest.approx((0.7, 0.18, 0.09, 0.03))
+    assert class_counts(1.0) == pytest.approx((1.0, 0.0, 0.0, 0.0))
+    with pytest.raises(UsageError, match=r"must lie in \[0, 1\]"):
+        class_counts(1.5)
+
+
+@pytest.fixture(scope="module")
+def toy_library(tmp_path_factory):
+    """Three classes of synthetic tones, five recordings each (so the 80/20 split holds out one)."""
+    root = tmp_path_factory.mktemp("library")
+    rng = np.random.default_rng(0)
+    for label, freq in (("horn", 400), ("music", 900), ("speech", 200)):
+        (root / label).mkdir()
+        for rec in range(5):
+            t = np.arange(int(rng.uniform(0.5, 1.5) * 16000)) / 16000
+            sf.write(root / label / f"{label}{rec}__0.wav", (0.3 * np.sin(2 * np.pi * freq * (rec + 1) * t)).astype(np.float32), 16000)
+    return root
+
+
+def test_one_class_share_of_composed_clips(toy_library):
+    from edgeaudio.events import EventLibrary
+    from edgeaudio.plugins.tta.data import compose_set
+
+    library = EventLibrary.from_folder(toy_library, sample_rate=16000)
+    assert all(len(set(c.labels)) == 1 for c in compose_set(library, 6, seed=0, single=1.0))
+    assert any(len(set(c.labels)) > 1 for c in compose_set(library, 6, seed=0, single=0.0))
+
+
+def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task, small_model, toy_library, tmp_path):
+    from safetensors.torch import load_file
+
+    from edgeaudio.bundle import sha256_file
+    from edgeaudio.errors import UsageError
+    from edgeaudio.plugins.tta.train import train_tta
+    from edgeaudio.training import save_weights
+
+    start = tmp_path / "start.safetensors"
+    save_weights(small_model, start)
+    options = dict(part="generator", clips=4, epochs=1, batch_size=2, library=str(toy_library), threads=1, progress=False,
+                   log=lambda m: None)  # fmt: skip
+    done = train_tta(small_task, tmp_path / "run", init=str(start), single=1.0, **options)
+    info = json.loads((tmp_path / "run" / "generator.json").read_text())
+    assert info["init"] == {"path": str(start), "sha256": sha256_file(start)} and info["single_class_share"] == 1.0
+    vocoder = load_file(tmp_path / "run" / "vocoder.safetensors")
+    assert all(torch.equal(t, small_model.vocoder.state_dict()[k]) for k, t in vocoder.items())
+    assert done["weights"] == str(tmp_path / "run" / "tta.safetensors")
+    with pytest.raises(UsageError, match="no weights to start from"):
+        train_tta(small_task, tmp_path / "again", init=str(tmp_path / "missing.safetensors"), **options)
+
+
 # -- bundle, backends, CLI ---------------------------------------------------------------------------
 
 

@@ -265,9 +265,12 @@ def check_edition(edition: int) -> int:
 
 
 def training_edition(library: str | Path | None) -> int | None:
-    """The edition a training run draws from: the latest built-in one, or None for a library
-    folder of the user's own."""
-    return None if library else LATEST_EDITION
+    """The edition a training run draws from: the latest built-in one by default, the edition
+    whose cache folder ``library`` names, or None for a library folder of the user's own."""
+    if not library:
+        return LATEST_EDITION
+    folder = Path(library).expanduser().resolve()
+    return next((e for e in EDITIONS if builtin_dir(e).resolve() == folder), None)
 
 
 def edition_of(sidecar: dict) -> int:

@@ -28,12 +28,26 @@ class PromptedClip:
     labels: list[str]
 
 
-def compose_set(library, count: int, seed: int, first: int = 0, augment: bool = True) -> list[PromptedClip]:
-    """Clips ``first .. first + count - 1``, each from its own generator seeded by (seed, index)."""
+def class_counts(single: float = CLASS_COUNTS[0]) -> tuple[float, ...]:
+    """Probabilities of 1-4 classes per clip with ``single`` for one class; the rest keep their
+    proportions (0.5 gives CLASS_COUNTS)."""
+    if not 0.0 <= single <= 1.0:
+        from edgeaudio.errors import UsageError
+
+        raise UsageError(f"the share of one-class clips must lie in [0, 1], got {single}")
+    rest = 1.0 - CLASS_COUNTS[0]
+    return (single,) + tuple(p * (1.0 - single) / rest for p in CLASS_COUNTS[1:])
+
+
+def compose_set(library, count: int, seed: int, first: int = 0, augment: bool = True,
+                single: float = CLASS_COUNTS[0]) -> list[PromptedClip]:  # fmt: skip
+    """Clips ``first .. first + count - 1``, each from its own generator seeded by (seed, index);
+    ``single``: the share of clips with one class."""
+    counts = class_counts(single)
     clips = []
     for index in range(first, first + count):
         rng = np.random.default_rng([seed, index])
-        audio, scene = compose_scene(library, rng, CLIP_SECONDS, augment, class_counts=CLASS_COUNTS)
+        audio, scene = compose_scene(library, rng, CLIP_SECONDS, augment, class_counts=counts)
         clips.append(PromptedClip(audio, write_captions(scene, rng, 5), scene.labels))
     return clips
 

@@ -42,6 +42,8 @@ def train_tta(
     lr: float = 1e-3,
     library: str | None = None,
     threads: int | None = 1,
+    init: str | None = None,
+    single: float = 0.5,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -59,7 +61,8 @@ def train_tta(
     if part in ("vocoder", "all"):
         done["vocoder"] = train_vocoder(task, out, vocoder_epochs, seed, library, progress, log)
     if part in ("generator", "all"):
-        done["generator"] = train_generator(task, out, clips, epochs, seed, batch_size, lr, library, progress, log)
+        done["generator"] = train_generator(task, out, clips, epochs, seed, batch_size, lr, library, progress, log,
+                                            init=init, single=single)  # fmt: skip
     if (out / "vocoder.safetensors").is_file() and (out / "generator.safetensors").is_file():
         done["weights"] = str(assemble(task, out, log))
     return done
@@ -174,14 +177,15 @@ def flow_loss(text_encoder, flow, mel: torch.Tensor, tokens: torch.Tensor, pad: 
     return F.mse_loss(velocity, mel - noise), F.mse_loss(flow.envelope(text, mask), mel.mean(dim=2))
 
 
-def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log) -> tuple[torch.Tensor, list[list[str]], list[list[str]]]:
+def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log,
+                single: float = 0.5) -> tuple[torch.Tensor, list[list[str]], list[list[str]]]:  # fmt: skip
     from edgeaudio.plugins.caption.train import open_library
 
     lib = open_library(library, held_out=held_out)
     frontend = LogMel(task.sample_rate, task.config["n_mels"])
     mels, prompts, labels = [], [], []
     for first in range(0, count, SLICE):
-        part = compose_set(lib, min(SLICE, count - first), seed, first=first, augment=not held_out)
+        part = compose_set(lib, min(SLICE, count - first), seed, first=first, augment=not held_out, single=single)
         with torch.inference_mode():
             mel = frontend(torch.from_numpy(np.stack([c.audio for c in part])))
         mels.append(mel[:, :, : mel.shape[2] // PATCH * PATCH])
@@ -191,13 +195,14 @@ def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log) -> tu
     return torch.cat(mels), prompts, labels
 
 
-def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_size: int, lr: float, library, progress, log) -> dict[str, Any]:
+def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_size: int, lr: float, library, progress, log,
+                    init: str | None = None, single: float = 0.5) -> dict[str, Any]:  # fmt: skip
     from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.caption.train import library_packages, open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
 
-    log(f"generator: composing {clips} training clips (augmented) and 100 held-out clips")
-    mels, prompts, _ = _mel_corpus(task, library, clips, seed, False, log)
+    log(f"generator: composing {clips} training clips (augmented, {single:.0%} with one class) and 100 held-out clips")
+    mels, prompts, _ = _mel_corpus(task, library, clips, seed, False, log, single)
     test_mels, test_prompts, _ = _mel_corpus(task, library, 100, seed + 1, True, log)
     mean, std = task.config["mel_mean"], task.config["mel_std"]
     task.config.update(seed=seed)
@@ -205,6 +210,7 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     vocab = task.vocabulary
     seed_everything(seed)
     net = task.build_model()
+    start = _load_init(task, net, init, out, log) if init else None
     generator = torch.nn.ModuleDict({"text": net.text, "flow": net.flow})
     max_tokens, pad = task.config["max_tokens"], vocab.pad
     log(f"generator: {sum(p.numel() for p in generator.parameters()) / 1e6:.2f} M parameters")
@@ -216,7 +222,8 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
         return flow + envelope, {"flow": flow.detach(), "envelope": envelope.detach()}
 
     def val_fn(model):
-        flow, envelope = flow_loss(model["text"], model["flow"], test_mels, test_tokens, pad, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            flow, envelope = flow_loss(model["text"], model["flow"], test_mels, test_tokens, pad, torch.Generator().manual_seed(0))
         return {"flow_loss": float(flow), "envelope_loss": float(envelope)}
 
     config = TrainConfig(out / "generator-run", epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed,
@@ -228,11 +235,31 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     metrics = val_fn(generator.eval())
     save_weights(generator, out / "generator.safetensors")
     info = {"held_out": metrics, "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
+            "single_class_share": single, "init": start, "lr": lr, "epochs": epochs,
             "library_edition": training_edition(library),
             "library_packages": library_packages(open_library(library, held_out=False).root)}  # fmt: skip
     (out / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
     log(f"generator held-out flow loss {metrics['flow_loss']:.4f}")
     return info
+
+
+def _load_init(task, net, init: str, out: Path, log) -> dict[str, str]:
+    """Start the generator from a whole text-to-audio checkpoint (``default``: the shipped one) to
+    fine-tune it. Its vocoder becomes the run's unless the run trained its own. Returns the
+    checkpoint's path and sha256 for the sidecar."""
+    from edgeaudio.bundle import sha256_file
+    from edgeaudio.training import load_weights, save_weights
+
+    path = task.default_checkpoint() if init == "default" else init
+    if not path or not Path(path).is_file():
+        raise UsageError(f"no weights to start from at {path or 'the shipped location'}",
+                         hint="pass a tta.safetensors, or 'default' for the shipped weights")  # fmt: skip
+    load_weights(net, path)
+    log(f"generator: initialised from {path}")
+    if not (out / "vocoder.safetensors").is_file():
+        save_weights(net.vocoder, out / "vocoder.safetensors")
+        log(f"vocoder: taken from {path}")
+    return {"path": str(path), "sha256": sha256_file(path)}
 
 
 def assemble(task, out: Path, log) -> Path:
