@@ -215,6 +215,19 @@ def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task
         train_tta(small_task, tmp_path / "again", init=str(tmp_path / "missing.safetensors"), **options)
 
 
+def test_vocoder_fine_tunes_from_a_checkpoint(small_task, small_model, toy_library, tmp_path):
+    from edgeaudio.plugins.tta.train import train_tta
+    from edgeaudio.training import save_weights
+
+    start = tmp_path / "start.safetensors"
+    save_weights(small_model, start)
+    done = train_tta(small_task, tmp_path / "run", part="vocoder", vocoder_epochs=1, vocoder_clips=3, vocoder_lr=1e-4,
+                     library=str(toy_library), init=str(start), threads=1, progress=False, log=lambda m: None)  # fmt: skip
+    info = json.loads((tmp_path / "run" / "vocoder.json").read_text())
+    assert info["init"]["path"] == str(start) and (info["train_clips"], info["lr"]) == (3, 1e-4)
+    assert done["vocoder"]["held_out"]["mel_l1"] > 0 and "weights" not in done  # no generator in this run yet
+
+
 # -- bundle, backends, CLI ---------------------------------------------------------------------------
 
 

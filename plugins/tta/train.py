@@ -36,6 +36,8 @@ def train_tta(
     clips: int = 3000,
     epochs: int = 30,
     vocoder_epochs: int = 15,
+    vocoder_clips: int = 600,
+    vocoder_lr: float = 1e-3,
     judge_epochs: int = 25,
     seed: int = 0,
     batch_size: int = 32,
@@ -59,7 +61,8 @@ def train_tta(
 
         done["judge"] = train_judge(out, judge_epochs, seed, library=library, progress=progress, log=log)
     if part in ("vocoder", "all"):
-        done["vocoder"] = train_vocoder(task, out, vocoder_epochs, seed, library, progress, log)
+        done["vocoder"] = train_vocoder(task, out, vocoder_epochs, seed, library, progress, log,
+                                        clips=vocoder_clips, lr=vocoder_lr, init=init)  # fmt: skip
     if part in ("generator", "all"):
         done["generator"] = train_generator(task, out, clips, epochs, seed, batch_size, lr, library, progress, log,
                                             init=init, single=single)  # fmt: skip
@@ -104,17 +107,20 @@ def spectral_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return total / 3
 
 
-def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, log) -> dict[str, Any]:
+def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, log, clips: int = 600, lr: float = 1e-3,
+                  init: str | None = None) -> dict[str, Any]:  # fmt: skip
     from edgeaudio.plugins.caption.train import open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
 
-    log("vocoder: composing 600 training clips and 40 held-out clips")
-    train_audio = np.stack([c.audio for c in compose_set(open_library(library, held_out=False), 600, seed + 10)])
+    log(f"vocoder: composing {clips} training clips and 40 held-out clips")
+    train_audio = np.stack([c.audio for c in compose_set(open_library(library, held_out=False), clips, seed + 10)])
     test_audio = torch.from_numpy(np.stack([c.audio for c in compose_set(open_library(library, held_out=True), 40, seed + 11, augment=False)]))
     to_mel = normalizer(task)
     samples = VOCODER_FRAMES * HOP
     seed_everything(seed)
-    vocoder = task.build_model().vocoder
+    net = task.build_model()
+    start = _start_from(task, net, init, "vocoder", log) if init else None
+    vocoder = net.vocoder
 
     def loss_fn(net, audio):
         mel = to_mel(audio)[:, :, :VOCODER_FRAMES]
@@ -123,6 +129,7 @@ def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, lo
         spectral = spectral_loss(output, audio)
         return spectral + 0.5 * mel_l1, {"mel_l1": mel_l1.detach(), "spectral": spectral.detach()}
 
+    @torch.no_grad()
     def val_fn(net):
         mel = to_mel(test_audio[:, :-16])  # whole frames: 312 of them
         frames = mel.shape[2] // PATCH * PATCH
@@ -130,7 +137,7 @@ def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, lo
         return {"mel_l1": float(F.l1_loss(to_mel(output)[:, :, 4 : frames - 4], mel[:, :, 4 : frames - 4])),
                 "spectral": float(spectral_loss(output, test_audio[:, : output.shape[1]]))}  # fmt: skip
 
-    config = TrainConfig(out / "vocoder-run", epochs=epochs, batch_size=16, lr=1e-3, weight_decay=1e-4, seed=seed,
+    config = TrainConfig(out / "vocoder-run", epochs=epochs, batch_size=16, lr=lr, weight_decay=1e-4, seed=seed,
                          grad_clip=1.0, best_metric="val_mel_l1", best_mode="min", progress=progress, device="cpu")  # fmt: skip
     factory, on_epoch_end = cosine_adamw(config.lr, epochs, floor=0.05)
     result = fit(vocoder, AudioCrops(train_audio, samples), loss_fn, config, val_fn=val_fn,
@@ -139,7 +146,10 @@ def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, lo
     metrics = val_fn(vocoder.eval())
     save_weights(vocoder, out / "vocoder.safetensors")
     log("vocoder held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    return {"held_out": metrics, "history": result.history, "train_clips": 600, "seed": seed + 10}
+    info = {"held_out": metrics, "history": result.history, "train_clips": clips, "seed": seed + 10, "epochs": epochs,
+            "lr": lr, "init": start}  # fmt: skip
+    (out / "vocoder.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
 
 
 # -- generator ------------------------------------------------------------------------------------------
@@ -210,7 +220,10 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     vocab = task.vocabulary
     seed_everything(seed)
     net = task.build_model()
-    start = _load_init(task, net, init, out, log) if init else None
+    start = _start_from(task, net, init, "generator", log) if init else None
+    if init and not (out / "vocoder.safetensors").is_file():
+        save_weights(net.vocoder, out / "vocoder.safetensors")
+        log(f"vocoder: taken from {start['path']}")
     generator = torch.nn.ModuleDict({"text": net.text, "flow": net.flow})
     max_tokens, pad = task.config["max_tokens"], vocab.pad
     log(f"generator: {sum(p.numel() for p in generator.parameters()) / 1e6:.2f} M parameters")
@@ -243,22 +256,19 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     return info
 
 
-def _load_init(task, net, init: str, out: Path, log) -> dict[str, str]:
-    """Start the generator from a whole text-to-audio checkpoint (``default``: the shipped one) to
-    fine-tune it. Its vocoder becomes the run's unless the run trained its own. Returns the
-    checkpoint's path and sha256 for the sidecar."""
+def _start_from(task, net, init: str, part: str, log) -> dict[str, str]:
+    """Load a whole text-to-audio checkpoint (``default``: the shipped one) into ``net`` to
+    fine-tune ``part`` of it; a generator run without a vocoder of its own also keeps the
+    checkpoint's vocoder. Returns the checkpoint's path and sha256 for the sidecar."""
     from edgeaudio.bundle import sha256_file
-    from edgeaudio.training import load_weights, save_weights
+    from edgeaudio.training import load_weights
 
     path = task.default_checkpoint() if init == "default" else init
     if not path or not Path(path).is_file():
         raise UsageError(f"no weights to start from at {path or 'the shipped location'}",
                          hint="pass a tta.safetensors, or 'default' for the shipped weights")  # fmt: skip
     load_weights(net, path)
-    log(f"generator: initialised from {path}")
-    if not (out / "vocoder.safetensors").is_file():
-        save_weights(net.vocoder, out / "vocoder.safetensors")
-        log(f"vocoder: taken from {path}")
+    log(f"{part}: initialised from {path}")
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
@@ -274,6 +284,8 @@ def assemble(task, out: Path, log) -> Path:
     weights = out / "tta.safetensors"
     save_weights(net, weights)
     sidecar = {"config": task.config, "generator": {k: v for k, v in info.items() if k != "history"}}
+    if (out / "vocoder.json").is_file():
+        sidecar["vocoder"] = {k: v for k, v in json.loads((out / "vocoder.json").read_text()).items() if k != "history"}
     weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
     log(f"wrote {weights}")
     return weights
