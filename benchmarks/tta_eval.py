@@ -121,6 +121,9 @@ def main() -> None:
         make = lambda prompt, seed=0: session.generate(prompt, steps=steps, seed=seed)["audio"][0]  # noqa: E731
         probs, emb = judge_audio(judge, np.stack([make(p) for p, _ in singles]))
         single = float(np.mean([classes[i] == label for i, (_, label) in zip(probs.argmax(1), singles)]))
+        heard: dict[str, list[str]] = {}  # prompted class -> what the judge heard, per prompt
+        for i, (_, label) in zip(probs.argmax(1), singles):
+            heard.setdefault(label, []).append(classes[i])
         top3 = np.argsort(-judge_audio(judge, np.stack([make(p) for p, _ in doubles]))[0], axis=1)[:, :3]
         double = float(np.mean([all(classes.index(c) in row for c in pair) for row, (_, pair) in zip(top3, doubles)]))
         per_seed = [judge_audio(judge, np.stack([make(prompt, s) for s in range(args.seeds)]))[1]
@@ -129,13 +132,17 @@ def main() -> None:
         wall = timed(session, steps)
         rows.append({"system": f"{backend}/{precision}", "single_event_accuracy": single, "two_event_top3": double,
                      "fd_to_real": frechet_distance(project(emb), project(test_emb)), "diversity": diversity,
-                     "seconds_per_5s_clip": wall, "rtf": wall / 5.0, "steps": steps})  # fmt: skip
+                     "seconds_per_5s_clip": wall, "rtf": wall / 5.0, "steps": steps, "heard": heard})  # fmt: skip
         print(f"{backend}/{precision}: single {single:.3f}, two-event {double:.3f}, 5 s clip {wall:.3f} s", flush=True)
     print(f"\n{len(singles)} single-event and {len(doubles)} two-event prompts, {args.threads} thread(s), {os.cpu_count()} CPUs")
     print(f"judge ceiling (held-out real recordings): {ceiling:.3f}; chance: {1 / len(classes):.3f}; "
           f"through the vocoder: {reference['vocoded_real_accuracy']:.3f}; "
           f"FD real train vs held-out: {reference['fd_real_train_vs_held_out']:.1f}; "
           f"real within-class diversity: {reference['diversity_real_within_class']:.3f}\n")  # fmt: skip
+    print("what the judge heard for each prompted class (first system):")
+    for label, got in rows[0]["heard"].items():
+        print(f"  {label}: {sum(g == label for g in got)}/{len(got)}" + (f" (else {', '.join(g for g in got if g != label)})" if any(g != label for g in got) else ""))
+    print()
     print("| system | single-event accuracy | two-event, both in top 3 | FD to real | diversity across seeds | 5 s clip, s | RTF |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

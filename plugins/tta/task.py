@@ -45,7 +45,7 @@ class TtaTask(Task):
         """Sampling settings plus the shipped model's config when weights ship, else the
         architecture defaults. ``mel_mean``/``mel_std`` normalise the log-mel (measured on 200
         composed training clips: mean -5.25, std 4.36)."""
-        # chosen on the validation prompts (seeds 9001+) among 4-16 steps, guidance 3-5, shift 1-6
+        # chosen on the validation prompts (seeds 9001+) among 4-16 steps, guidance 3-16, shift 1-6
         sampling = {"steps": 8, "guidance": 5.0, "shift": 6.0, "seconds": 5.0}
         sidecar = WEIGHTS.with_suffix(".json")
         if WEIGHTS.is_file() and sidecar.is_file():
