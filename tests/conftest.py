@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny streaming task registered as an in-process plugin, and its bundle."""
+"""Shared fixtures: the tiny streaming task registered as an in-process plugin, its bundle, and a
+toy event library folder."""
 
 from __future__ import annotations
 
@@ -48,3 +49,21 @@ def tiny_bundle(tmp_path_factory) -> Path:
     finally:
         registry.unregister("tiny")
     return out
+
+
+@pytest.fixture(scope="session")
+def toy_event_folder(tmp_path_factory) -> Path:
+    """An event library folder of three classes of synthetic tones, five recordings each (so the
+    80/20 split by recording holds one of each out)."""
+    import numpy as np
+
+    sf = pytest.importorskip("soundfile")
+    root = tmp_path_factory.mktemp("library")
+    rng = np.random.default_rng(0)
+    for label, freq in (("horn", 400), ("music", 900), ("speech", 200)):
+        (root / label).mkdir()
+        for rec in range(5):
+            t = np.arange(int(rng.uniform(0.5, 1.5) * 16000)) / 16000
+            tone = (0.3 * np.sin(2 * np.pi * freq * (rec + 1) * t)).astype(np.float32)
+            sf.write(root / label / f"{label}{rec}__0.wav", tone, 16000)
+    return root

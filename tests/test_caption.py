@@ -113,18 +113,10 @@ def test_vocabulary_round_trip(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def toy_library(tmp_path_factory):
-    """Three classes of synthetic clips, two recordings each."""
+def toy_library(toy_event_folder):
     from edgeaudio.events import EventLibrary
 
-    root = tmp_path_factory.mktemp("library")
-    rng = np.random.default_rng(0)
-    for label, freq in (("horn", 400), ("music", 900), ("speech", 200)):
-        (root / label).mkdir()
-        for rec in range(2):
-            t = np.arange(int(rng.uniform(0.5, 2.0) * 16000)) / 16000
-            sf.write(root / label / f"{label}{rec}__0.wav", (0.3 * np.sin(2 * np.pi * freq * (rec + 1) * t)).astype(np.float32), 16000)
-    return EventLibrary.from_folder(root, sample_rate=16000)
+    return EventLibrary.from_folder(toy_event_folder, sample_rate=16000)
 
 
 def test_training_clips_are_the_same_whatever_the_number_of_workers(toy_library, small_task, monkeypatch):

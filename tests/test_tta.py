@@ -171,29 +171,16 @@ def test_share_of_one_class_clips():
         class_counts(1.5)
 
 
-@pytest.fixture(scope="module")
-def toy_library(tmp_path_factory):
-    """Three classes of synthetic tones, five recordings each (so the 80/20 split holds out one)."""
-    root = tmp_path_factory.mktemp("library")
-    rng = np.random.default_rng(0)
-    for label, freq in (("horn", 400), ("music", 900), ("speech", 200)):
-        (root / label).mkdir()
-        for rec in range(5):
-            t = np.arange(int(rng.uniform(0.5, 1.5) * 16000)) / 16000
-            sf.write(root / label / f"{label}{rec}__0.wav", (0.3 * np.sin(2 * np.pi * freq * (rec + 1) * t)).astype(np.float32), 16000)
-    return root
-
-
-def test_one_class_share_of_composed_clips(toy_library):
+def test_one_class_share_of_composed_clips(toy_event_folder):
     from edgeaudio.events import EventLibrary
     from edgeaudio.plugins.tta.data import compose_set
 
-    library = EventLibrary.from_folder(toy_library, sample_rate=16000)
+    library = EventLibrary.from_folder(toy_event_folder, sample_rate=16000)
     assert all(len(set(c.labels)) == 1 for c in compose_set(library, 6, seed=0, single=1.0))
     assert any(len(set(c.labels)) > 1 for c in compose_set(library, 6, seed=0, single=0.0))
 
 
-def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task, small_model, toy_library, tmp_path):
+def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task, small_model, toy_event_folder, tmp_path):
     from safetensors.torch import load_file
 
     from edgeaudio.bundle import sha256_file
@@ -203,7 +190,7 @@ def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task
 
     start = tmp_path / "start.safetensors"
     save_weights(small_model, start)
-    options = dict(part="generator", clips=4, epochs=1, batch_size=2, library=str(toy_library), threads=1, progress=False,
+    options = dict(part="generator", clips=4, epochs=1, batch_size=2, library=str(toy_event_folder), threads=1, progress=False,
                    log=lambda m: None)  # fmt: skip
     done = train_tta(small_task, tmp_path / "run", init=str(start), single=1.0, **options)
     info = json.loads((tmp_path / "run" / "generator.json").read_text())
@@ -215,14 +202,14 @@ def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task
         train_tta(small_task, tmp_path / "again", init=str(tmp_path / "missing.safetensors"), **options)
 
 
-def test_vocoder_fine_tunes_from_a_checkpoint(small_task, small_model, toy_library, tmp_path):
+def test_vocoder_fine_tunes_from_a_checkpoint(small_task, small_model, toy_event_folder, tmp_path):
     from edgeaudio.plugins.tta.train import train_tta
     from edgeaudio.training import save_weights
 
     start = tmp_path / "start.safetensors"
     save_weights(small_model, start)
     done = train_tta(small_task, tmp_path / "run", part="vocoder", vocoder_epochs=1, vocoder_clips=3, vocoder_lr=1e-4,
-                     library=str(toy_library), init=str(start), threads=1, progress=False, log=lambda m: None)  # fmt: skip
+                     library=str(toy_event_folder), init=str(start), threads=1, progress=False, log=lambda m: None)  # fmt: skip
     info = json.loads((tmp_path / "run" / "vocoder.json").read_text())
     assert info["init"]["path"] == str(start) and (info["train_clips"], info["lr"]) == (3, 1e-4)
     assert done["vocoder"]["held_out"]["mel_l1"] > 0 and "weights" not in done  # no generator in this run yet
