@@ -22,8 +22,9 @@ def main() -> None:
     from edgeaudio.plugins.enhance.build_corpus import default_corpus
     from edgeaudio.plugins.enhance.data import read_pairs
     from edgeaudio.plugins.enhance.metrics import score
-    from edgeaudio.plugins.enhance.model import DELAY, HOP, EnhanceNet
+    from edgeaudio.plugins.enhance.model import EnhanceNet
     from edgeaudio.plugins.enhance.task import WEIGHTS_DIR
+    from edgeaudio.plugins.enhance.train import enhance_clip
     from edgeaudio.training import load_weights
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -50,13 +51,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for value in args.powers:
         power["value"] = value
-        rows = []
-        for pair in pairs:
-            n = len(pair.noisy)
-            padded = np.pad(pair.noisy, (0, -n % HOP + DELAY)).astype(np.float32)
-            with torch.inference_mode():
-                out = net.offline(torch.from_numpy(padded)[None, None])[0, 0].numpy()[DELAY : DELAY + n]
-            rows.append(score(out, pair.clean, pair.noisy))
+        rows = [score(enhance_clip(net, pair.noisy), pair.clean, pair.noisy) for pair in pairs]
         m = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
         print(f"| {value:g} | {m['si_sdr_i']:.2f} | {m['pesq']:.2f} | {m['stoi']:.3f} | {m['dnsmos_sig']:.2f} | "
               f"{m['dnsmos_bak']:.2f} | {m['dnsmos_ovrl']:.2f} |", flush=True)  # fmt: skip

@@ -16,6 +16,7 @@ script measures it on the shipped weights (validation prompts, seeds 9001+, Open
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -47,9 +48,11 @@ def main() -> None:
 
     import edgeaudio
     import edgeaudio.plugins.tta.sampler as sampler
+    from edgeaudio.events.build_library import edition_of
     from edgeaudio.exporters.pipeline import export_task, plan_export
     from edgeaudio.plugins.caption.train import open_library
     from edgeaudio.plugins.tta.data import compose_set, single_event_prompts
+    from edgeaudio.plugins.tta.judge import WEIGHTS as JUDGE
     from edgeaudio.plugins.tta.judge import judge_audio, load_judge
     from edgeaudio.plugins.tta.model import PATCH
     from edgeaudio.plugins.tta.task import WEIGHTS
@@ -69,7 +72,8 @@ def main() -> None:
 
     task = get_task("tta")
     to_mel = normalizer(task)
-    clips = compose_set(open_library(str(Path("~/.cache/edgeaudio/events/builtin").expanduser()), held_out=False), 100, seed=77)
+    edition = edition_of(json.loads(JUDGE.with_suffix(".json").read_text()))  # the judge's and generator's split
+    clips = compose_set(open_library(held_out=False, edition=edition), 100, seed=77)
     with torch.inference_mode():
         data = to_mel(torch.from_numpy(np.stack([c.audio for c in clips]))).numpy()
     print(f"composed training clips: jitter {jitter(data):.3f}")

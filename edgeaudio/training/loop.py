@@ -184,6 +184,20 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(tensors, strict=False)
 
 
+def load_init(model: nn.Module, init: str | Path, shipped: str | Path | None) -> dict[str, str]:
+    """Load the weights a fine-tuning run starts from: ``init`` is a .safetensors file, or
+    ``default`` for ``shipped`` (the task's shipped checkpoint, None when there is none).
+    Returns their path and sha256, for the run's sidecar."""
+    from edgeaudio.bundle import sha256_file
+
+    path = shipped if init == "default" else init
+    if not path or not Path(path).is_file():
+        raise UsageError(f"no weights to start from at {path or 'the shipped location'}",
+                         hint="pass a .safetensors file, or 'default' for the shipped weights")  # fmt: skip
+    load_weights(model, path)
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
 def _weight_mismatches(expected: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor]) -> list[str]:
     """Describe missing, unexpected and wrongly shaped names; names tied to a loaded tensor are fine."""
     loaded_storage = {_storage_key(expected[name]) for name in loaded if name in expected}

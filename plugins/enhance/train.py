@@ -58,6 +58,7 @@ def train_enhance(
     from edgeaudio.plugins.enhance.data import MixtureDataset, PairCrops, Pools, read_pairs
     from edgeaudio.plugins.enhance.model import parameter_count
     from edgeaudio.plugins.enhance.task import VALIDATION_DIR
+    from edgeaudio.training import load_init
 
     torch.set_num_threads(int(threads))
     out = Path(out_dir)
@@ -76,7 +77,9 @@ def train_enhance(
         data_info = _corpus_info(corpus_dir)
         test_dir = Path(test_pairs) if test_pairs else corpus_dir / "test"
     model = task.build_model()
-    start = _load_init(model, task, init, log) if init else None
+    start = load_init(model, init, task.default_checkpoint()) if init else None
+    if start:
+        log(f"initialised from {start['path']}")
     log(f"training {parameter_count(model):,} parameters on {items} fresh {seconds:g} s mixtures per epoch for {epochs} epochs")
     history = _fit(model, dataset, VALIDATION_DIR, out / "checkpoints", epochs, batch_size, lr, seed, progress)
     log(f"scoring the held-out pairs in {test_dir} (SI-SDR, PESQ, STOI, DNSMOS)")
@@ -111,20 +114,6 @@ def train_enhance(
         log(f"shipped as the default weights in {WEIGHTS_DIR}")
     log(f"weights: {weights}")
     return sidecar
-
-
-def _load_init(model, task, init: str, log) -> dict[str, str]:
-    """Load the weights to fine-tune from; returns their path and sha256 for the sidecar."""
-    from edgeaudio.bundle import sha256_file
-    from edgeaudio.training import load_weights
-
-    path = task.default_checkpoint() if init == "default" else init
-    if not path or not Path(path).is_file():
-        raise UsageError(f"no weights to start from at {path or 'the shipped location'}",
-                         hint="pass a .safetensors file, or 'default' for the shipped weights")
-    load_weights(model, path)
-    log(f"initialised from {path}")
-    return {"path": str(path), "sha256": sha256_file(path)}
 
 
 def _command(out: Path, **options: Any) -> str:

@@ -234,9 +234,9 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
         flow, envelope = flow_loss(model["text"], model["flow"], mel, tokens, pad)
         return flow + envelope, {"flow": flow.detach(), "envelope": envelope.detach()}
 
+    @torch.no_grad()
     def val_fn(model):
-        with torch.no_grad():
-            flow, envelope = flow_loss(model["text"], model["flow"], test_mels, test_tokens, pad, torch.Generator().manual_seed(0))
+        flow, envelope = flow_loss(model["text"], model["flow"], test_mels, test_tokens, pad, torch.Generator().manual_seed(0))
         return {"flow_loss": float(flow), "envelope_loss": float(envelope)}
 
     config = TrainConfig(out / "generator-run", epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed,
@@ -258,18 +258,12 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
 
 def _start_from(task, net, init: str, part: str, log) -> dict[str, str]:
     """Load a whole text-to-audio checkpoint (``default``: the shipped one) into ``net`` to
-    fine-tune ``part`` of it; a generator run without a vocoder of its own also keeps the
-    checkpoint's vocoder. Returns the checkpoint's path and sha256 for the sidecar."""
-    from edgeaudio.bundle import sha256_file
-    from edgeaudio.training import load_weights
+    fine-tune ``part`` of it; returns its path and sha256 for the sidecar."""
+    from edgeaudio.training import load_init
 
-    path = task.default_checkpoint() if init == "default" else init
-    if not path or not Path(path).is_file():
-        raise UsageError(f"no weights to start from at {path or 'the shipped location'}",
-                         hint="pass a tta.safetensors, or 'default' for the shipped weights")  # fmt: skip
-    load_weights(net, path)
-    log(f"{part}: initialised from {path}")
-    return {"path": str(path), "sha256": sha256_file(path)}
+    start = load_init(net, init, task.default_checkpoint())
+    log(f"{part}: initialised from {start['path']}")
+    return start
 
 
 def assemble(task, out: Path, log) -> Path:
