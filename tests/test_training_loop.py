@@ -205,6 +205,21 @@ def test_load_weights_names_mismatched_keys(tmp_path):
     assert_same_weights(before, weights(other))  # nothing half-loaded
 
 
+def test_load_weights_lets_named_new_parts_keep_their_initialisation(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(nn.ModuleDict({"body": nn.Linear(4, 4)}), path)
+    grown = nn.ModuleDict({"body": nn.Linear(4, 4), "head": nn.Linear(4, 2)})
+    head = weights(grown["head"])
+    load_weights(grown, path, new=("head.",))
+    assert torch.equal(grown["body"].weight, load_file(path)["body.weight"])
+    assert_same_weights(head, weights(grown["head"]))
+    with pytest.raises(EdgeAudioError, match="2 missing: head.weight, head.bias"):
+        load_weights(grown, path)  # without naming them, a missing part is still an error
+    save_weights(grown, path)
+    with pytest.raises(EdgeAudioError, match="wrong shape: head.bias"):  # a new part the file has must still fit
+        load_weights(nn.ModuleDict({"body": nn.Linear(4, 4), "head": nn.Linear(4, 3)}), path, new=("head.",))
+
+
 def test_load_weights_round_trips_tied_weights(tmp_path):
     def tied_model():
         embed, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)

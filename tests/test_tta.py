@@ -15,8 +15,8 @@ sf = pytest.importorskip("soundfile")
 from edgeaudio.plugins.tta.metrics import frechet_distance, mean_pairwise_cosine_distance, principal_projection  # noqa: E402
 
 # a fixed-seed small model: fast to export, independent of the shipped weights
-SMALL = {"width": 32, "heads": 2, "text_layers": 1, "flow_layers": 1, "vocoder_width": 32, "vocoder_layers": 1,
-         "steps": 3, "seed": 3}  # fmt: skip
+SMALL = {"width": 32, "heads": 2, "text_layers": 1, "flow_layers": 1, "flow_detail": 256, "vocoder_width": 32,
+         "vocoder_layers": 1, "steps": 3, "seed": 3}  # fmt: skip
 CHECKS = ("metadata", "graphs", "export_parity", "bundle_round_trip")
 
 
@@ -47,7 +47,8 @@ def small_model(small_task):
     model = small_task.build_model()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for module in (model.flow.patch_out, model.flow.modulation_out, *(b.modulation for b in model.flow.blocks)):
+        for module in (model.flow.patch_out, model.flow.detail[2], model.flow.modulation_out,
+                       *(b.modulation for b in model.flow.blocks)):  # fmt: skip
             module.weight.copy_(0.05 * torch.randn(module.weight.shape, generator=generator))
     return model.eval()
 
@@ -121,6 +122,44 @@ def test_flow_velocity_has_the_mel_shape(small_task, small_model):
     mel = torch.randn(2, small_task.config["n_mels"], 24)
     velocity = small_model.flow(mel, torch.tensor([0.1, 0.9]), text, (tokens != 0).float())
     assert velocity.shape == mel.shape and torch.all(torch.isfinite(velocity))
+
+
+def test_detail_head_gives_the_velocity_full_rank_per_patch(small_task, small_model):
+    """The hidden width (32) is below a patch's 4 x 64 values, so without the detail head the
+    velocities of many noisy inputs span at most 33 directions per patch; with it, all of them."""
+    from edgeaudio.plugins.tta.model import PATCH
+
+    tokens = torch.from_numpy(small_task.prompt_batch("a horn honks"))[:1]
+    mels = small_task.config["n_mels"]
+    text, mask = small_model.text(tokens), (tokens != 0).float()
+    x = torch.randn(400, mels, PATCH)
+    with torch.no_grad():
+        full = small_model.flow(x, torch.full((400,), 0.5), text.expand(400, -1, -1), mask.expand(400, -1))
+        detail, small_model.flow.detail = small_model.flow.detail, None
+        try:
+            narrow = small_model.flow(x, torch.full((400,), 0.5), text.expand(400, -1, -1), mask.expand(400, -1))
+        finally:
+            small_model.flow.detail = detail
+    rank = lambda v: int(torch.linalg.matrix_rank(v.reshape(400, -1).double(), rtol=1e-6))  # noqa: E731
+    assert rank(narrow) <= 33 and rank(full) == mels * PATCH
+
+
+def test_a_checkpoint_without_the_detail_head_fine_tunes_from_its_own_output(small_task, small_model, tmp_path):
+    """Adding the zero-initialised detail head to a trained generator changes none of its velocities."""
+    from edgeaudio.plugins.tta.train import _start_from
+    from edgeaudio.tasks import get_task
+    from edgeaudio.training import save_weights
+
+    plain = get_task("tta", {**SMALL, "flow_detail": 0}).build_model()
+    plain.load_state_dict({k: v for k, v in small_model.state_dict().items() if not k.startswith("flow.detail.")})
+    save_weights(plain, tmp_path / "plain.safetensors")
+    grown, said = small_task.build_model(), []
+    _start_from(grown, str(tmp_path / "plain.safetensors"), None, "generator", said.append)
+    tokens = torch.from_numpy(small_task.prompt_batch("a horn honks"))
+    mel, t, mask = torch.randn(2, small_task.config["n_mels"], 16), torch.tensor([0.2, 0.7]), (tokens != 0).float()
+    with torch.no_grad():
+        assert torch.equal(grown.flow(mel, t, grown.text(tokens), mask), plain.flow(mel, t, plain.text(tokens), mask))
+    assert any("no flow detail head" in line for line in said)
 
 
 def test_padding_tokens_do_not_change_the_velocity(small_task, small_model):

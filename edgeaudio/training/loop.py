@@ -163,10 +163,12 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]
     save_model(model, str(path), metadata=dict(metadata or {}))
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
+def load_weights(model: nn.Module, path: str | Path, new: tuple[str, ...] = ()) -> None:
     """Load safetensors weights strictly, checking every name and shape before touching the model.
 
-    Checking first means a mismatch leaves the model as it was instead of half-loaded.
+    Checking first means a mismatch leaves the model as it was instead of half-loaded. ``new``:
+    prefixes of names that may be absent from the file (parts added to a trained model, which
+    keep their fresh initialisation).
     """
     path = Path(path)
     if not path.is_file():
@@ -175,7 +177,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         tensors = load_file(path)
     except SafetensorError as exc:
         raise EdgeAudioError(f"{path} is not a readable safetensors file ({exc})") from exc
-    problems = _weight_mismatches(model.state_dict(), tensors)
+    expected = {k: v for k, v in model.state_dict().items() if k in tensors or not (new and k.startswith(new))}
+    problems = _weight_mismatches(expected, tensors)
     if problems:
         raise EdgeAudioError(
             f"weights in {path} do not fit {type(model).__name__}: {'; '.join(problems)}",
@@ -184,17 +187,17 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(tensors, strict=False)
 
 
-def load_init(model: nn.Module, init: str | Path, shipped: str | Path | None) -> dict[str, str]:
+def load_init(model: nn.Module, init: str | Path, shipped: str | Path | None, new: tuple[str, ...] = ()) -> dict[str, str]:
     """Load the weights a fine-tuning run starts from: ``init`` is a .safetensors file, or
-    ``default`` for ``shipped`` (the task's shipped checkpoint, None when there is none).
-    Returns their path and sha256, for the run's sidecar."""
+    ``default`` for ``shipped`` (the task's shipped checkpoint, None when there is none);
+    ``new`` as for ``load_weights``. Returns their path and sha256, for the run's sidecar."""
     from edgeaudio.bundle import sha256_file
 
     path = shipped if init == "default" else init
     if not path or not Path(path).is_file():
         raise UsageError(f"no weights to start from at {path or 'the shipped location'}",
                          hint="pass a .safetensors file, or 'default' for the shipped weights")  # fmt: skip
-    load_weights(model, path)
+    load_weights(model, path, new)
     return {"path": str(path), "sha256": sha256_file(path)}
 
 

@@ -5,9 +5,11 @@ in the task (see sampler.py), so every backend runs the same loop on the same no
 
 - ``text_encoder``: token ids [batch, tokens] -> token embeddings [batch, tokens, width].
 - ``flow``: a noisy normalised log-mel [batch, mels, frames], the flow time t [batch], the text
-  embeddings and their mask -> the velocity that moves the sample from noise towards a sound. A small Diffusion-Transformer-style network over patches of 4 frames (64 ms), with the
-  flow time and the pooled prompt modulating every block (adaptive layer norm) and
-  cross-attention to the prompt's tokens for what happens when.
+  embeddings and their mask -> the velocity that moves the sample from noise towards a sound. A
+  small Diffusion-Transformer-style network over patches of 4 frames (64 ms), with the flow time
+  and the pooled prompt modulating every block (adaptive layer norm), cross-attention to the
+  prompt's tokens for what happens when, and a detail head that gives every patch's velocity
+  full rank.
 - ``vocoder``: a normalised log-mel -> audio. ConvNeXt blocks predict the log-magnitude and phase
   of every STFT bin (as in Vocos), and an inverse STFT written as one MatMul plus four shifted adds
   turns them into samples, so it exports to every backend.
@@ -157,7 +159,7 @@ class FlowNet(nn.Module):
     conditioning learned through attention alone emerges slowly (the unconditional average
     explains most of the loss early on); a direct, supervised spectral prior is used at once."""
 
-    def __init__(self, n_mels: int, width: int, heads: int, layers: int):
+    def __init__(self, n_mels: int, width: int, heads: int, layers: int, detail: int = 0):
         super().__init__()
         self.width = width
         self.envelope_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_mels))
@@ -172,6 +174,16 @@ class FlowNet(nn.Module):
         nn.init.zeros_(self.modulation_out.bias)
         nn.init.zeros_(self.patch_out.weight)
         nn.init.zeros_(self.patch_out.bias)
+        # ``patch_out`` alone has rank <= width: with a patch larger than the width, the velocity
+        # misses whole directions of every patch, and their starting noise is never removed. The
+        # detail head sees the noisy patch itself beside the final hidden state, so with ``detail``
+        # >= mels x PATCH the output has full rank; zero-initialised, adding it to a trained
+        # network leaves its output unchanged.
+        self.detail = None
+        if detail:
+            self.detail = nn.Sequential(nn.Linear(n_mels * PATCH + width, detail), nn.GELU(), nn.Linear(detail, n_mels * PATCH))
+            nn.init.zeros_(self.detail[2].weight)
+            nn.init.zeros_(self.detail[2].bias)
 
     @staticmethod
     def pool(text, mask):
@@ -192,8 +204,12 @@ class FlowNet(nn.Module):
         for block in self.blocks:
             h = block(h, condition, text, bias)
         shift, scale = self.modulation_out(condition)[:, None].chunk(2, dim=2)
-        h = self.patch_out(self.norm_out(h) * (1 + scale) + shift)  # [B, patches, mels * PATCH]
-        return h.reshape(batch, -1, mels, PATCH).permute(0, 2, 1, 3).reshape(batch, mels, frames)
+        h = self.norm_out(h) * (1 + scale) + shift
+        out = self.patch_out(h)  # [B, patches, mels * PATCH]
+        if self.detail is not None:
+            patches = x.reshape(batch, mels, -1, PATCH).permute(0, 2, 1, 3).reshape(batch, -1, mels * PATCH)
+            out = out + self.detail(torch.cat([patches, h], dim=2))
+        return out.reshape(batch, -1, mels, PATCH).permute(0, 2, 1, 3).reshape(batch, mels, frames)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -273,8 +289,8 @@ class TtaNet(nn.Module):
     """The three networks together; each is exported as its own graph (graphs.py)."""
 
     def __init__(self, vocab_size: int, n_mels: int, width: int, heads: int, text_layers: int, flow_layers: int,
-                 vocoder_width: int, vocoder_layers: int):  # fmt: skip
+                 vocoder_width: int, vocoder_layers: int, flow_detail: int = 0):  # fmt: skip
         super().__init__()
         self.text = TextEncoder(vocab_size, width, heads, text_layers)
-        self.flow = FlowNet(n_mels, width, heads, flow_layers)
+        self.flow = FlowNet(n_mels, width, heads, flow_layers, flow_detail)
         self.vocoder = Vocoder(n_mels, vocoder_width, vocoder_layers)

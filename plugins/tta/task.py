@@ -24,8 +24,9 @@ from edgeaudio.task import Graph, MetricGate, Task, TensorSpec, matching_checkpo
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "tta.safetensors"
-MODEL_KEYS = ("vocab", "n_mels", "width", "heads", "text_layers", "flow_layers", "vocoder_width", "vocoder_layers",
-              "max_tokens", "mel_mean", "mel_std")  # fmt: skip
+MODEL_KEYS = ("vocab", "n_mels", "width", "heads", "text_layers", "flow_layers", "flow_detail", "vocoder_width",
+              "vocoder_layers", "max_tokens", "mel_mean", "mel_std")  # fmt: skip
+ADDED_KEYS = {"flow_detail": 0}  # keys added after a sidecar was written, as those models had them
 VALIDATION_PER_CLASS = 2
 VALIDATION_SEED = 9001
 MAX_SECONDS = 10.0
@@ -50,7 +51,7 @@ class TtaTask(Task):
         sampling = {"steps": 8, "guidance": 8.0, "shift": 6.0, "seconds": 5.0}
         sidecar = WEIGHTS.with_suffix(".json")
         if WEIGHTS.is_file() and sidecar.is_file():
-            trained = json.loads(sidecar.read_text())["config"]
+            trained = {**ADDED_KEYS, **json.loads(sidecar.read_text())["config"]}
             return {**sampling, **{k: trained[k] for k in (*MODEL_KEYS, "seed")}}
         from edgeaudio.plugins.caption.data import caption_words
         from edgeaudio.plugins.caption.tokenizer import Vocabulary
@@ -58,7 +59,7 @@ class TtaTask(Task):
         return {
             **sampling,
             "vocab": Vocabulary.build(caption_words()).words,
-            "n_mels": 64, "width": 192, "heads": 4, "text_layers": 2, "flow_layers": 6,
+            "n_mels": 64, "width": 192, "heads": 4, "text_layers": 2, "flow_layers": 6, "flow_detail": 512,
             "vocoder_width": 192, "vocoder_layers": 6, "max_tokens": 32,
             "mel_mean": -5.25, "mel_std": 4.36, "seed": 0,
         }  # fmt: skip
@@ -79,10 +80,10 @@ class TtaTask(Task):
         with torch.random.fork_rng():
             torch.manual_seed(int(c.get("seed", 0)))
             return TtaNet(len(c["vocab"]), c["n_mels"], c["width"], c["heads"], c["text_layers"], c["flow_layers"],
-                          c["vocoder_width"], c["vocoder_layers"])  # fmt: skip
+                          c["vocoder_width"], c["vocoder_layers"], c.get("flow_detail", 0))  # fmt: skip
 
     def default_checkpoint(self) -> str | None:
-        return matching_checkpoint(WEIGHTS, self.config, MODEL_KEYS)
+        return matching_checkpoint(WEIGHTS, self.config, MODEL_KEYS, ADDED_KEYS)
 
     def graphs(self, model) -> list[Graph]:
         c = self.config

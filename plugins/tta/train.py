@@ -46,6 +46,7 @@ def train_tta(
     threads: int | None = 1,
     init: str | None = None,
     single: float = 0.5,
+    flow_detail: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def train_tta(
                                         clips=vocoder_clips, lr=vocoder_lr, init=init)  # fmt: skip
     if part in ("generator", "all"):
         done["generator"] = train_generator(task, out, clips, epochs, seed, batch_size, lr, library, progress, log,
-                                            init=init, single=single)  # fmt: skip
+                                            init=init, single=single, flow_detail=flow_detail)  # fmt: skip
     if (out / "vocoder.safetensors").is_file() and (out / "generator.safetensors").is_file():
         done["weights"] = str(assemble(task, out, log))
     return done
@@ -119,7 +120,7 @@ def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, lo
     samples = VOCODER_FRAMES * HOP
     seed_everything(seed)
     net = task.build_model()
-    start = _start_from(task, net, init, "vocoder", log) if init else None
+    start = _start_from(net, init, task.default_checkpoint(), "vocoder", log) if init else None
     vocoder = net.vocoder
 
     def loss_fn(net, audio):
@@ -206,7 +207,7 @@ def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log,
 
 
 def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_size: int, lr: float, library, progress, log,
-                    init: str | None = None, single: float = 0.5) -> dict[str, Any]:  # fmt: skip
+                    init: str | None = None, single: float = 0.5, flow_detail: int | None = None) -> dict[str, Any]:  # fmt: skip
     from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.caption.train import library_packages, open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
@@ -215,12 +216,15 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     mels, prompts, _ = _mel_corpus(task, library, clips, seed, False, log, single)
     test_mels, test_prompts, _ = _mel_corpus(task, library, 100, seed + 1, True, log)
     mean, std = task.config["mel_mean"], task.config["mel_std"]
+    shipped = task.default_checkpoint()  # before the config may change to add the detail head
     task.config.update(seed=seed)
+    if flow_detail is not None:
+        task.config.update(flow_detail=int(flow_detail))
     mels, test_mels = (mels - mean) / std, (test_mels - mean) / std
     vocab = task.vocabulary
     seed_everything(seed)
     net = task.build_model()
-    start = _start_from(task, net, init, "generator", log) if init else None
+    start = _start_from(net, init, shipped, "generator", log) if init else None
     if init and not (out / "vocoder.safetensors").is_file():
         save_weights(net.vocoder, out / "vocoder.safetensors")
         log(f"vocoder: taken from {start['path']}")
@@ -249,6 +253,7 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     save_weights(generator, out / "generator.safetensors")
     info = {"held_out": metrics, "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
             "single_class_share": single, "init": start, "lr": lr, "epochs": epochs,
+            "flow_detail": task.config.get("flow_detail", 0),
             "library_edition": training_edition(library),
             "library_packages": library_packages(open_library(library, held_out=False).root)}  # fmt: skip
     (out / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -256,13 +261,20 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     return info
 
 
-def _start_from(task, net, init: str, part: str, log) -> dict[str, str]:
-    """Load a whole text-to-audio checkpoint (``default``: the shipped one) into ``net`` to
-    fine-tune ``part`` of it; returns its path and sha256 for the sidecar."""
+def _start_from(net, init: str, shipped: str | None, part: str, log) -> dict[str, str]:
+    """Load a whole text-to-audio checkpoint (``default``: ``shipped``) into ``net`` to fine-tune
+    ``part`` of it; returns its path and sha256 for the sidecar. A checkpoint without the flow's
+    detail head leaves it at its zero initialisation, so the starting output is the checkpoint's."""
+    from safetensors import safe_open
+
     from edgeaudio.training import load_init
 
-    start = load_init(net, init, task.default_checkpoint())
+    start = load_init(net, init, shipped, new=("flow.detail.",))
     log(f"{part}: initialised from {start['path']}")
+    with safe_open(start["path"], "pt") as weights:
+        names = set(weights.keys())
+    if net.flow.detail is not None and "flow.detail.0.weight" not in names:
+        log(f"{part}: the checkpoint has no flow detail head; it starts at zero, which leaves the output unchanged")
     return start
 
 
@@ -271,7 +283,7 @@ def assemble(task, out: Path, log) -> Path:
     from edgeaudio.training import load_weights, save_weights
 
     info = json.loads((out / "generator.json").read_text())
-    task.config.update(seed=info["seed"])
+    task.config.update(seed=info["seed"], flow_detail=info.get("flow_detail", task.config.get("flow_detail", 0)))
     net = task.build_model()
     load_weights(torch.nn.ModuleDict({"text": net.text, "flow": net.flow}), out / "generator.safetensors")
     load_weights(net.vocoder, out / "vocoder.safetensors")
