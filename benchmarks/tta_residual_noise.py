@@ -44,19 +44,6 @@ def untouched_part(noise: np.ndarray, projector: np.ndarray, patch: int) -> np.n
     return outside.reshape(frames // patch, mels, patch).transpose(1, 0, 2).reshape(1, mels, frames)
 
 
-def flow_error(net, mels, tokens, pad: int, seed: int = 0):
-    """Velocity minus target [B, mels, frames] on fixed noise and logit-normal flow times (as
-    train.flow_loss draws them), so two checkpoints are scored on the same points of the path."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(mels.shape, generator=generator)
-    t = torch.sigmoid(torch.randn(mels.shape[0], generator=generator))
-    x = (1 - t[:, None, None]) * noise + t[:, None, None] * mels
-    with torch.no_grad():
-        return net.flow(x, t, net.text(tokens), (tokens != pad).float()) - (mels - noise)
-
-
 def jitter(mel: np.ndarray) -> float:
     return float(np.abs(np.diff(mel, axis=-1)).mean())
 
@@ -75,7 +62,7 @@ def main() -> None:
     from edgeaudio.plugins.tta.judge import judge_audio, load_judge
     from edgeaudio.plugins.tta.model import PATCH
     from edgeaudio.plugins.tta.task import WEIGHTS
-    from edgeaudio.plugins.tta.train import _mel_corpus, normalizer, pad_tokens
+    from edgeaudio.plugins.tta.train import _mel_corpus, flow_error, normalizer, pad_tokens
     from edgeaudio.tasks import get_task
     from edgeaudio.training import load_weights
 
@@ -104,7 +91,8 @@ def main() -> None:
     mels = (mels - task.config["mel_mean"]) / task.config["mel_std"]
     vocab, length = task.vocabulary, task.config["max_tokens"]
     tokens = torch.tensor([pad_tokens(vocab.encode(p[0], length), length, vocab.pad) for p in prompts])
-    error = flow_error(net, mels, tokens, vocab.pad).numpy()
+    with torch.no_grad():  # the same noise and flow times for every checkpoint
+        error = flow_error(net.text, net.flow, mels, tokens, vocab.pad, torch.Generator().manual_seed(0))[0].numpy()
     outside = np.concatenate([untouched_part(e[None], projector, PATCH) for e in error])
     print(f"flow loss on 100 held-out clips: {float(np.mean(error**2)):.3f}; share of its error outside the output "
           f"layer's span: {float((outside**2).sum() / (error**2).sum()):.2f}")  # fmt: skip

@@ -176,16 +176,23 @@ def pad_tokens(ids: list[int], length: int, pad: int) -> list[int]:
     return ids + [pad] * (length - len(ids))
 
 
-def flow_loss(text_encoder, flow, mel: torch.Tensor, tokens: torch.Tensor, pad: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rectified-flow loss with logit-normal flow times, more weight mid-path as in SD3;
-    the prompt's spectral-envelope loss against the clip's time-averaged mel)."""
+def flow_error(text_encoder, flow, mel: torch.Tensor, tokens: torch.Tensor, pad: int,
+               generator=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(the velocity minus the straight path's, mel - noise, [B, mels, frames] at logit-normal
+    flow times, more weight mid-path as in SD3; the prompt's text embeddings; their mask)."""
     noise = torch.randn(mel.shape, generator=generator)
     t = torch.sigmoid(torch.randn(mel.shape[0], generator=generator))
     x = (1 - t[:, None, None]) * noise + t[:, None, None] * mel
     mask = (tokens != pad).float()
     text = text_encoder(tokens)
-    velocity = flow(x, t, text, mask)
-    return F.mse_loss(velocity, mel - noise), F.mse_loss(flow.envelope(text, mask), mel.mean(dim=2))
+    return flow(x, t, text, mask) - (mel - noise), text, mask
+
+
+def flow_loss(text_encoder, flow, mel: torch.Tensor, tokens: torch.Tensor, pad: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rectified-flow loss, the mean squared ``flow_error``; the prompt's spectral-envelope loss
+    against the clip's time-averaged mel)."""
+    error, text, mask = flow_error(text_encoder, flow, mel, tokens, pad, generator)
+    return error.square().mean(), F.mse_loss(flow.envelope(text, mask), mel.mean(dim=2))
 
 
 def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log,
