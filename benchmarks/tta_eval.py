@@ -1,12 +1,14 @@
 """Text-to-audio judged by an independent classifier: accuracy on prompted classes, Frechet
 distance to real clips, diversity across seeds and real-time factor, per backend.
 
-    python benchmarks/tta_eval.py [--per-class 4] [--seeds 4] [--accuracy-seeds 3] [--steps 8] [--threads 2] [--json tta.json] [--bundle DIR]
+    python benchmarks/tta_eval.py [--per-class 4] [--seeds 4] [--accuracy-seeds 3] [--steps 8] [--candidates 1,4] [--threads 2] [--json tta.json] [--bundle DIR]
 
 The judge (plugins/tta/weights/judge.safetensors) was trained only on real recordings of the
 event library's training half; its accuracy on every held-out real recording is the ceiling.
 For each backend x precision of the bundle (default: the shipped weights exported for this host,
-fp32 and whatever INT8 passed the gate) the generator makes:
+fp32 and whatever INT8 passed the gate) and each ``--candidates`` setting (default: one
+candidate, the generator alone, and the task's default, which keeps the best-ranked of several)
+the generator makes:
 - ``--per-class`` single-event prompts per class (each class's own phrasings, "a horn honks",
   "the sound of a car horn"), each with seeds 0 .. ``--accuracy-seeds`` - 1; accuracy = the
   judge's top-1 class is the prompted one, over all of them and over seed 0 alone (the number
@@ -73,12 +75,12 @@ def vocoded_accuracy(bundle, judge, classes: list[str], audio: np.ndarray, label
     return float(np.mean([classes[i] == label for i, label in zip(probs.argmax(1), labels)]))
 
 
-def timed(session, steps: int, repeats: int = 5) -> float:
-    session.generate("a horn honks twice", seconds=5.0, steps=steps)  # warm-up
+def timed(session, steps: int, candidates: int, repeats: int = 5) -> float:
+    session.generate("a horn honks twice", seconds=5.0, steps=steps, candidates=candidates)  # warm-up
     wall = []
     for seed in range(repeats):
         started = time.perf_counter()
-        session.generate("a horn honks twice", seconds=5.0, steps=steps, seed=seed)
+        session.generate("a horn honks twice", seconds=5.0, steps=steps, seed=seed, candidates=candidates)
         wall.append(time.perf_counter() - started)
     return float(np.median(wall))
 
@@ -91,6 +93,7 @@ def main() -> None:
                         help="seeds per single-event prompt for the accuracy (default 3; one seed gives all phrasings "
                              "of a class nearly the same clip)")  # fmt: skip
     parser.add_argument("--steps", type=int, help="sampling steps (default: the task's, 8)")
+    parser.add_argument("--candidates", help="comma-separated candidate counts, a row each (default: 1 and the task's)")
     parser.add_argument("--threads", type=int, default=2, help="threads per backend (default 2)")
     parser.add_argument("--bundle", type=Path, help="an exported tta bundle (default: export the shipped weights)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -121,10 +124,14 @@ def main() -> None:
     singles = single_event_prompts(classes, args.per_class)
     doubles = two_event_prompts(classes, 20, seed=5)
     rows = []
-    for backend, precision in edgeaudio.load(bundle, backend="torch").bundle.artifacts():
+    reference_session = edgeaudio.load(bundle, backend="torch")
+    default_candidates = reference_session.task.config.get("candidates", 1)
+    counts = [int(c) for c in args.candidates.split(",")] if args.candidates else sorted({1, default_candidates})
+    settings = [(b, p, n) for b, p in reference_session.bundle.artifacts() for n in counts]
+    for backend, precision, candidates in settings:
         session = edgeaudio.load(bundle, backend=backend, precision=precision, threads=args.threads)
         steps = args.steps or session.task.config["steps"]
-        make = lambda prompt, seed=0: session.generate(prompt, steps=steps, seed=seed)["audio"][0]  # noqa: E731
+        make = lambda prompt, seed=0: session.generate(prompt, steps=steps, seed=seed, candidates=candidates)["audio"][0]  # noqa: E731
         seeded = [(p, label, s) for s in range(args.accuracy_seeds) for p, label in singles]
         probs, emb = judge_audio(judge, np.stack([make(p, s) for p, _, s in seeded]))
         hits = [classes[i] == label for i, (_, label, _) in zip(probs.argmax(1), seeded)]
@@ -138,26 +145,28 @@ def main() -> None:
         per_seed = [judge_audio(judge, np.stack([make(prompt, s) for s in range(args.seeds)]))[1]
                     for prompt, _ in single_event_prompts(classes, 1)]  # fmt: skip
         diversity = float(np.mean([mean_pairwise_cosine_distance(e) for e in per_seed]))
-        wall = timed(session, steps)
-        rows.append({"system": f"{backend}/{precision}", "single_event_accuracy": single,
+        wall = timed(session, steps, candidates)
+        rows.append({"system": f"{backend}/{precision}", "candidates": candidates, "single_event_accuracy": single,
                      "single_event_accuracy_seed_0": single_seed0, "two_event_top3": double,
                      "fd_to_real": frechet_distance(project(emb), project(test_emb)), "diversity": diversity,
                      "seconds_per_5s_clip": wall, "rtf": wall / 5.0, "steps": steps, "heard": heard})  # fmt: skip
-        print(f"{backend}/{precision}: single {single:.3f} (seed 0: {single_seed0:.3f}), two-event {double:.3f}, 5 s clip {wall:.3f} s", flush=True)
+        print(f"{backend}/{precision}, {candidates} candidate(s): single {single:.3f} (seed 0: {single_seed0:.3f}), two-event {double:.3f}, 5 s clip {wall:.3f} s", flush=True)
     print(f"\n{len(singles)} single-event prompts x seeds 0-{args.accuracy_seeds - 1} and {len(doubles)} two-event prompts (seed 0), "
           f"{args.threads} thread(s), {os.cpu_count()} CPUs")  # fmt: skip
     print(f"judge ceiling (held-out real recordings): {ceiling:.3f}; chance: {1 / len(classes):.3f}; "
           f"through the vocoder: {reference['vocoded_real_accuracy']:.3f}; "
           f"FD real train vs held-out: {reference['fd_real_train_vs_held_out']:.1f}; "
           f"real within-class diversity: {reference['diversity_real_within_class']:.3f}\n")  # fmt: skip
-    print("what the judge heard for each prompted class (first system):")
-    for label, got in rows[0]["heard"].items():
-        print(f"  {label}: {sum(g == label for g in got)}/{len(got)}" + (f" (else {', '.join(g for g in got if g != label)})" if any(g != label for g in got) else ""))
+    for row in rows:
+        if row["system"] == rows[0]["system"]:
+            print(f"what the judge heard for each prompted class ({row['system']}, {row['candidates']} candidate(s)):")
+            for label, got in row["heard"].items():
+                print(f"  {label}: {sum(g == label for g in got)}/{len(got)}" + (f" (else {', '.join(g for g in got if g != label)})" if any(g != label for g in got) else ""))
     print()
-    print("| system | single-event accuracy | seed 0 only | two-event, both in top 3 | FD to real | diversity across seeds | 5 s clip, s | RTF |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| system | candidates | single-event accuracy | seed 0 only | two-event, both in top 3 | FD to real | diversity across seeds | 5 s clip, s | RTF |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['system']} | {r['single_event_accuracy']:.3f} | {r['single_event_accuracy_seed_0']:.3f} | {r['two_event_top3']:.3f} | {r['fd_to_real']:.1f} | "
+        print(f"| {r['system']} | {r['candidates']} | {r['single_event_accuracy']:.3f} | {r['single_event_accuracy_seed_0']:.3f} | {r['two_event_top3']:.3f} | {r['fd_to_real']:.1f} | "
               f"{r['diversity']:.3f} | {r['seconds_per_5s_clip']:.3f} | {r['rtf']:.3f} |")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"reference": reference, "rows": rows, "threads": args.threads}, indent=1) + "\n")

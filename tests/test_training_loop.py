@@ -233,9 +233,48 @@ def test_load_weights_round_trips_tied_weights(tmp_path):
     assert target["head"].weight is target["embed"].weight
 
 
+def test_weight_average_moves_each_parameter_once_and_copies_buffers():
+    from edgeaudio.training.ema import WeightAverage
+
+    model = nn.Sequential(nn.Linear(3, 3, bias=False), nn.BatchNorm1d(3), nn.Linear(3, 3, bias=False))
+    model[2].weight = model[0].weight  # tied: one parameter under two names
+    before = weights(model)
+    average = WeightAverage(model, decay=0.75)
+    with torch.no_grad():
+        model[0].weight.add_(4.0)
+        model[1].running_mean.fill_(2.0)
+        model[1].bias.fill_(-1.0)
+    average.update(model)
+    after = average.shadow.state_dict()
+    assert torch.allclose(after["0.weight"], before["0.weight"] + 1.0)  # 0.75 * w + 0.25 * (w + 4)
+    assert after["2.weight"].data_ptr() == after["0.weight"].data_ptr()
+    assert torch.allclose(after["1.bias"], torch.full((3,), -0.25))
+    assert torch.equal(after["1.running_mean"], torch.full((3,), 2.0))
+    assert not any(p.requires_grad for p in average.shadow.parameters())
+
+
+def test_weight_average_is_saved_with_each_checkpoint_and_resumes(tmp_path):
+    whole = train(tmp_path / "whole", make_model(), ema=0.9)
+    assert whole.ema_checkpoint == tmp_path / "whole" / "ema.safetensors"
+    train(tmp_path / "split", make_model(), ema=0.9, epochs=2)
+    split = train(tmp_path / "split", make_model(init_seed=99), ema=0.9)
+    assert split.epochs_run == 2
+    with safe_open(str(whole.ema_checkpoint), "pt") as a, safe_open(str(split.ema_checkpoint), "pt") as b:
+        assert a.metadata() == b.metadata() == {"epoch": "4"}
+        for key in a.keys():
+            assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
+    raw, averaged = make_model(), make_model()
+    load_weights(raw, whole.last_checkpoint)
+    load_weights(averaged, whole.ema_checkpoint)
+    assert not torch.equal(raw[0].weight, averaged[0].weight)
+    assert train(tmp_path / "plain", make_model(), epochs=1).ema_checkpoint is None
+
+
 def test_bad_settings_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="epochs"):
         TrainConfig(out_dir=tmp_path, epochs=0)
+    with pytest.raises(UsageError, match="ema must lie between 0 and 1"):
+        TrainConfig(out_dir=tmp_path, epochs=1, ema=1.0)
     with pytest.raises(UsageError, match="val_fn"):
         train(tmp_path, best_metric="val_loss")
     with pytest.raises(UsageError, match="val_accuracy"):

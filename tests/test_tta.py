@@ -1,6 +1,6 @@
 """The text-to-audio plugin: judge-side metrics, the in-graph inverse STFT, prompt handling, the
-three-graph bundle giving the same audio for a seed on torch, ONNX Runtime and OpenVINO, the CLI,
-and a tiny train -> export -> run."""
+four-graph bundle giving the same audio for a seed on torch, ONNX Runtime and OpenVINO, the ranking
+of candidates, the CLI, and a tiny train -> export -> run."""
 
 from __future__ import annotations
 
@@ -231,9 +231,13 @@ def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task
     save_weights(small_model, start)
     options = dict(part="generator", clips=4, epochs=1, batch_size=2, library=str(toy_event_folder), threads=1, progress=False,
                    log=lambda m: None)  # fmt: skip
-    done = train_tta(small_task, tmp_path / "run", init=str(start), single=1.0, **options)
+    done = train_tta(small_task, tmp_path / "run", init=str(start), single=1.0, ema=0.5, **options)
     info = json.loads((tmp_path / "run" / "generator.json").read_text())
     assert info["init"] == {"path": str(start), "sha256": sha256_file(start)} and info["single_class_share"] == 1.0
+    assert info["ema"] == 0.5 and set(info["held_out_raw_weights"]) == set(info["held_out"]) == {"flow_loss", "envelope_loss"}
+    kept = load_file(tmp_path / "run" / "generator.safetensors")
+    averaged = load_file(tmp_path / "run" / "generator-run" / "ema.safetensors")
+    assert all(torch.equal(t, averaged[k]) for k, t in kept.items())
     vocoder = load_file(tmp_path / "run" / "vocoder.safetensors")
     assert all(torch.equal(t, small_model.vocoder.state_dict()[k]) for k, t in vocoder.items())
     assert done["weights"] == str(tmp_path / "run" / "tta.safetensors")
@@ -283,22 +287,84 @@ def test_same_audio_for_a_seed_on_every_backend(bundle):
     assert np.max(np.abs(other - audio["onnxruntime"])) > 1e-3
 
 
-def test_bundle_carries_three_graphs_and_the_vocabulary(bundle, small_task):
+def test_one_candidate_is_the_plain_sampler_and_candidates_do_not_mix(bundle):
+    """Candidate 0 starts from the seed's own noise, so it is what one candidate makes; sampled
+    together in one batch, each candidate is what it would be alone."""
+    import edgeaudio
+    from edgeaudio.plugins.tta.sampler import generate_mel, initial_noise
+
+    session = edgeaudio.load(bundle, backend="onnxruntime")
+    task, runner = session.task, session.runner
+    args = (runner, task.prompt_batch("a dog barks"), task.vocabulary.pad, 64, 20, 3, task.config["guidance"])
+    together, scores = generate_mel(*args, 5, task.config["shift"], candidates=3)
+    alone, none = generate_mel(*args, 5, task.config["shift"], candidates=1)
+    assert together.shape == (3, 64, 20) and scores.shape == (3,) and np.array_equal(none, [0.0])
+    assert np.max(np.abs(together[0] - alone[0])) < 1e-4
+    assert np.max(np.abs(together[1] - together[0])) > 1e-2
+    noise = initial_noise(5, 3, 64, 20)
+    assert np.array_equal(noise[0], np.random.default_rng(5).standard_normal((64, 20)).astype(np.float32))
+    assert np.array_equal(noise[2], np.random.default_rng([5, 2]).standard_normal((64, 20)).astype(np.float32))
+
+
+def test_the_kept_candidate_is_the_best_ranked(bundle):
+    """The runtime vocodes the candidate with the highest score; without guidance the score is the
+    fit of its time-averaged mel to the prompt's envelope (the envelope graph) alone."""
+    import edgeaudio
+    from edgeaudio.plugins.tta.sampler import generate_mel
+
+    session = edgeaudio.load(bundle, backend="onnxruntime")
+    task, runner = session.task, session.runner
+    tokens = task.prompt_batch("a dog barks")
+    outputs = task.generate(runner, "a dog barks", seconds=0.5, steps=3, seed=2, guidance=1.0, candidates=4)
+    mels, scores = generate_mel(runner, tokens, task.vocabulary.pad, 64, outputs["mel"].shape[2], 3, 1.0, 2,
+                                task.config["shift"], candidates=4)  # fmt: skip
+    text = runner.graph("text_encoder").run({"tokens": tokens})["text"][:1]
+    envelope = runner.graph("envelope").run({"text": text, "mask": (tokens[:1] != task.vocabulary.pad).astype(np.float32)})
+    fit = -np.mean((mels.mean(axis=2) - envelope["envelope"]) ** 2, axis=1)
+    assert int(outputs["candidate"]) == int(np.argmax(fit)) == int(np.argmax(scores))
+    assert np.allclose(scores, (fit - fit.mean()) / fit.std(), atol=1e-5)
+    assert np.array_equal(outputs["mel"][0], mels[int(outputs["candidate"])])
+    result = session.generate("a dog barks", seconds=0.5, steps=3, seed=2, guidance=1.0, candidates=4)
+    assert result["candidates"] == 4 and result["kept_candidate"] == int(outputs["candidate"])
+
+
+def test_generating_from_a_bundle_imports_neither_torch_nor_scipy(bundle):
+    """Both take seconds to import; a one-shot `edgeaudio run tta` paid them on its first clip."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeaudio; s = edgeaudio.load(sys.argv[1], backend='onnxruntime'); "
+            "s.generate('a dog barks', seconds=0.5, steps=2); print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_standardised_scores():
+    from edgeaudio.plugins.tta.sampler import standardised
+
+    assert np.allclose(standardised(np.array([1.0, 2.0, 3.0])), [-1.224745, 0.0, 1.224745])
+    assert np.array_equal(standardised(np.array([4.0, 4.0])), [0.0, 0.0])
+
+
+def test_bundle_carries_four_graphs_and_the_vocabulary(bundle, small_task):
     from edgeaudio.bundle import load_bundle
 
     manifest = load_bundle(bundle).manifest
-    assert [g["name"] for g in manifest["graphs"]] == ["text_encoder", "flow", "vocoder"]
+    assert [g["name"] for g in manifest["graphs"]] == ["text_encoder", "flow", "envelope", "vocoder"]
     assert manifest["provenance"]["config"]["vocab"] == small_task.config["vocab"]
 
 
 def test_tensorrt_profiles_come_from_the_declared_axes(bundle):
-    """Ahead-of-time engines need every dynamic axis bounded: prompt pair x 0.1-10 s of mel."""
+    """Ahead-of-time engines need every dynamic axis bounded: up to 8 candidates x prompt pair x
+    0.1-10 s of mel, tuned for the default 4 candidates."""
     from edgeaudio.backends.tensorrt import TensorRTBackend
     from edgeaudio.bundle import load_bundle
 
     graphs = {g["name"]: g for g in load_bundle(bundle).manifest["graphs"]}
     flow = TensorRTBackend().profile_shapes(graphs["flow"])
-    assert flow["mel"] == ((1, 64, 8), (2, 64, 316), (2, 64, 628)) and flow["t"] == ((1,), (2,), (2,))
+    assert flow["mel"] == ((1, 64, 8), (8, 64, 316), (16, 64, 628)) and flow["t"] == ((1,), (8,), (16,))
+    assert TensorRTBackend().profile_shapes(graphs["envelope"])["text"] == ((1, 2, 32), (1, 16, 32), (2, 32, 32))
     assert TensorRTBackend().profile_shapes(graphs["vocoder"])["mel"][2] == (1, 64, 628)
     assert TensorRTBackend().profile_shapes(graphs["text_encoder"])["tokens"] == ((1, 2), (2, 16), (2, 32))
 
@@ -324,6 +390,9 @@ def test_generate_checks_its_options(bundle):
         session.generate("music plays", seconds=60)
     with pytest.raises(UsageError, match="--steps"):
         session.generate("music plays", steps=0)
+    for wrong in (0, 9):
+        with pytest.raises(UsageError, match="--candidates must be in 1..8"):
+            session.generate("music plays", candidates=wrong)
     with pytest.raises(UsageError, match="text prompt, not audio"):
         session.process(np.zeros(16000, np.float32), 16000)
 
@@ -335,12 +404,13 @@ def test_cli_writes_a_wav_and_warns_about_an_unknown_sound(bundle, tmp_path):
 
     out = tmp_path / "knock.wav"
     result = CliRunner().invoke(cli, ["run", str(bundle), "a door knocks three times", "-o", str(out), "--seconds", "1.5",
-                                      "--steps", "2", "--seed", "4", "--backend", "onnxruntime"])  # fmt: skip
+                                      "--steps", "2", "--seed", "4", "--candidates", "2", "--backend", "onnxruntime"])  # fmt: skip
     assert result.exit_code == 0, result.output
     audio, rate = sf.read(out)
     assert rate == 16000 and len(audio) == 24000 and np.all(np.isfinite(audio))
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert line["prompt"] == "a door knocks three times" and line["seed"] == 4 and line["steps"] == 2
+    assert line["candidates"] == 2 and line["kept_candidate"] in (0, 1)
     assert "names no sound" in result.stderr and "warning" in result.stderr
 
 

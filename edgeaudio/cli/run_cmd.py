@@ -73,13 +73,15 @@ def _input_array(task_name: str, array: str | None, input_spec: str | None) -> s
 @click.option("--steps", type=click.IntRange(min=1), help="Text-to-audio: sampling steps (default: the task's).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Text-to-audio: noise seed.")
 @click.option("--guidance", type=float, help="Text-to-audio: classifier-free guidance scale (default: the task's).")
+@click.option("--candidates", type=click.IntRange(min=1),
+              help="Text-to-audio: sample this many clips and keep the one the generator ranks best (default: the task's).")
 @click.option("--format", "fmt", type=click.Choice(["json", "dcase"]), default="json", show_default=True,
               help="Results as JSON lines, or (seld) DCASE CSV rows: frame,class,track,azimuth,elevation.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="seld: draw azimuth over time per class to this PNG.")
 @click.option("--force", is_flag=True, help="Run an array model on audio from another array (its directions will be wrong).")
 def command(
     task_or_bundle, prompt, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend,
-    precision, stream, chunk_ms, every, steps, seed, guidance, fmt, plot, force,
+    precision, stream, chunk_ms, every, steps, seed, guidance, candidates, fmt, plot, force,
 ):  # fmt: skip
     """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array;
     text-to-audio tasks take a PROMPT instead: edgeaudio run tta "a horn honks twice" -o out.wav"""
@@ -89,7 +91,7 @@ def command(
     note(f"backend: {session.reason}")
     open_sinks = partial(_open_sinks, session.task, output, udp, speaker, fmt, plot)  # opened once the input is
     if session.task.inputs == "text":
-        _report(_run_prompt(session, prompt, input_spec, open_sinks, seconds, steps, seed, guidance), stats, as_json)
+        _report(_run_prompt(session, prompt, input_spec, open_sinks, seconds, steps, seed, guidance, candidates), stats, as_json)
         return
     if prompt is not None:
         raise UsageError(f"task '{session.task.name}' takes audio, not a prompt ('{prompt}')", hint="pass audio with --input FILE")
@@ -164,7 +166,7 @@ def _run_offline(session, input_spec, array, open_sinks, force=False) -> dict:
     return {"ended": "end", "error": None, "audio_seconds": audio.shape[1] / rate}
 
 
-def _run_prompt(session, prompt, input_spec, open_sinks, seconds, steps, seed, guidance) -> dict:
+def _run_prompt(session, prompt, input_spec, open_sinks, seconds, steps, seed, guidance, candidates) -> dict:
     """Generate audio from a text prompt; the WAV goes to --output or the speaker, a JSON line
     describing it (prompt, seed, steps, warnings, no samples) to stdout."""
     from edgeaudio.audio.sinks import JsonLinesSink, to_json
@@ -179,7 +181,7 @@ def _run_prompt(session, prompt, input_spec, open_sinks, seconds, steps, seed, g
             sink.close()
         raise UsageError("text-to-audio writes audio: name a WAV file with --output out.wav or add --speaker")
     started = time.perf_counter()
-    result = session.generate(prompt, seconds=seconds, steps=steps, seed=seed, guidance=guidance)
+    result = session.generate(prompt, seconds=seconds, steps=steps, seed=seed, guidance=guidance, candidates=candidates)
     wall = time.perf_counter() - started
     for warning in result["warnings"]:
         note(f"warning: {warning}")

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from edgeaudio.errors import EdgeAudioError, UsageError
+from edgeaudio.training.ema import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +49,12 @@ LAST_WEIGHTS = "last.safetensors"
 LAST_OPTIMIZER = "last.optim.safetensors"
 LAST_STATE = "last.json"
 BEST_WEIGHTS = "best.safetensors"
+EMA_WEIGHTS = "ema.safetensors"
 HISTORY = "history.json"
 
 # Settings that change the maths of training: resuming with a different value is allowed but the
 # result will no longer match an uninterrupted run, so the user is told.
-_RESUME_SENSITIVE = ("batch_size", "lr", "weight_decay", "seed", "grad_clip", "best_metric", "best_mode")
+_RESUME_SENSITIVE = ("batch_size", "lr", "weight_decay", "seed", "grad_clip", "best_metric", "best_mode", "ema")
 
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
 ValFn = Callable[[nn.Module], Mapping[str, float]]
@@ -65,7 +67,9 @@ class TrainConfig:
     ``batch_size`` is per process: under ``torchrun`` with N processes each optimizer step sees
     N * batch_size samples. ``best_metric`` names a key of the epoch record: ``train_loss``,
     ``train_<log>`` for logs returned by the loss function, or ``val_<metric>`` for what ``val_fn``
-    returns.
+    returns. ``ema``: keep an exponential moving average of the weights with this decay per
+    optimizer step (say 0.999), saved beside every checkpoint as ``ema.safetensors``; validation
+    and the best-epoch choice stay on the raw weights.
     """
 
     out_dir: str | Path
@@ -83,6 +87,7 @@ class TrainConfig:
     progress: bool = True
     best_metric: str = "train_loss"
     best_mode: str = "min"
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -97,6 +102,7 @@ class TrainConfig:
             (self.log_every >= 1, "log_every must be at least 1"),
             (self.val_every >= 1, "val_every must be at least 1"),
             (self.best_mode in ("min", "max"), "best_mode must be 'min' or 'max'"),
+            (self.ema is None or 0 < self.ema < 1, "ema must lie between 0 and 1 (say 0.999) or be None"),
         ]
         for ok, message in rules:
             if not ok:
@@ -112,6 +118,7 @@ class TrainResult:
 
     last_checkpoint: Path
     best_checkpoint: Path | None
+    ema_checkpoint: Path | None
     history: list[dict[str, float]]
     epochs_run: int
 
@@ -259,7 +266,8 @@ def fit(
     with _joined_processes(config) as procs:
         model.to(procs.device)
         optimizer = optimizer_factory(model) if optimizer_factory else _default_optimizer(model, config)
-        run = (_resume(model, optimizer, config) if config.resume else None) or _RunState()
+        ema = WeightAverage(model, config.ema) if config.ema else None
+        run = (_resume(model, optimizer, config, ema) if config.resume else None) or _RunState()
         first_epoch = run.epoch
         if procs.main:
             config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +277,8 @@ def fit(
             started = time.perf_counter()
             record = {"epoch": epoch + 1}
             loader = batches.for_epoch(epoch)
-            record.update(_train_epoch(trained, loader, loss_fn, optimizer, config, procs, run))
+            after_step = (lambda: ema.update(model)) if ema else None
+            record.update(_train_epoch(trained, loader, loss_fn, optimizer, config, procs, run, after_step))
             if val_fn is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
                 record.update(_validate(model, val_fn, procs))
             record.update(step=run.step, seconds=round(time.perf_counter() - started, 3))
@@ -277,10 +286,11 @@ def fit(
             run.history.append(record)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
-            _finish_epoch(model, optimizer, config, procs, run, record)
+            _finish_epoch(model, optimizer, config, procs, run, record, ema)
     return TrainResult(
         last_checkpoint=config.out_dir / LAST_WEIGHTS,
         best_checkpoint=config.out_dir / BEST_WEIGHTS if run.best_epoch is not None else None,
+        ema_checkpoint=config.out_dir / EMA_WEIGHTS if ema else None,
         history=run.history,
         epochs_run=max(config.epochs - first_epoch, 0),
     )
@@ -402,7 +412,7 @@ class _SeededBatches:
         return self.loader
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, config, procs, run) -> dict[str, float]:
+def _train_epoch(model, loader, loss_fn, optimizer, config, procs, run, after_step=None) -> dict[str, float]:
     """One pass over this rank's shard; returns the epoch means over all ranks as ``train_*``."""
     epoch = run.epoch + 1
     model.train()
@@ -416,6 +426,8 @@ def _train_epoch(model, loader, loss_fn, optimizer, config, procs, run) -> dict[
             if config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
+            if after_step is not None:
+                after_step()
             run.step += 1
             means.add({**logs, "loss": loss})
             bar.update()
@@ -506,7 +518,7 @@ def _share_from_main(metrics: dict[str, float], procs: _Processes) -> dict[str, 
     return json.loads(bytes(payload.cpu().tolist()).decode())
 
 
-def _finish_epoch(model, optimizer, config: TrainConfig, procs: _Processes, run: _RunState, record) -> None:
+def _finish_epoch(model, optimizer, config: TrainConfig, procs: _Processes, run: _RunState, record, ema=None) -> None:
     """Track the best epoch, let rank 0 write the checkpoint, then hold every rank until it is on disk."""
     value = _best_candidate(record, config)
     improved = value is not None and (
@@ -515,7 +527,7 @@ def _finish_epoch(model, optimizer, config: TrainConfig, procs: _Processes, run:
     if improved:
         run.best_value, run.best_epoch = value, run.epoch
     if procs.main:
-        _save_checkpoint(model, optimizer, config, run, save_best=improved)
+        _save_checkpoint(model, optimizer, config, run, save_best=improved, ema=ema)
         logger.info("epoch %d/%d: %s", run.epoch, config.epochs, _metrics_line(record))
     if procs.world_size > 1:
         dist.barrier()
@@ -543,11 +555,13 @@ def _metrics_line(record: dict[str, float]) -> str:
     return "  ".join(f"{name} {value:.6g}" for name, value in record.items() if name not in ("epoch", "step"))
 
 
-def _save_checkpoint(model, optimizer, config: TrainConfig, run: _RunState, save_best: bool) -> None:
+def _save_checkpoint(model, optimizer, config: TrainConfig, run: _RunState, save_best: bool, ema=None) -> None:
     """Write weights, optimizer tensors, then ``last.json`` last: the JSON is the commit point."""
     out = config.out_dir
     stamp = {"epoch": str(run.epoch)}
     _write_atomically(out / LAST_WEIGHTS, lambda tmp: save_weights(model, tmp, stamp))
+    if ema is not None:
+        _write_atomically(out / EMA_WEIGHTS, lambda tmp: save_weights(ema.shadow, tmp, stamp))
     tensors, optimizer_rest = _split_optimizer_state(optimizer.state_dict())
     _write_atomically(out / LAST_OPTIMIZER, lambda tmp: save_file(tensors, str(tmp), metadata=stamp))
     if save_best:
@@ -613,8 +627,9 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict, template
     return {"state": state, "param_groups": groups}
 
 
-def _resume(model, optimizer, config: TrainConfig) -> _RunState | None:
-    """Load the last checkpoint in ``out_dir`` into model and optimizer; None when there is none."""
+def _resume(model, optimizer, config: TrainConfig, ema=None) -> _RunState | None:
+    """Load the last checkpoint in ``out_dir`` into model, optimizer and weight average; None when
+    there is none. A run that kept no average starts one from the loaded weights."""
     out = config.out_dir
     if not (out / LAST_STATE).is_file():
         return None
@@ -622,6 +637,12 @@ def _resume(model, optimizer, config: TrainConfig) -> _RunState | None:
     for name in (LAST_WEIGHTS, LAST_OPTIMIZER):
         _check_stamp(out / name, state["epoch"])
     load_weights(model, out / LAST_WEIGHTS)
+    if ema is not None:
+        if (out / EMA_WEIGHTS).is_file():
+            _check_stamp(out / EMA_WEIGHTS, state["epoch"])
+            load_weights(ema.shadow, out / EMA_WEIGHTS)
+        else:
+            ema.shadow.load_state_dict(model.state_dict())
     tensors = load_file(out / LAST_OPTIMIZER)
     try:
         optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"], optimizer.state_dict()))

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 from edgeaudio.errors import UsageError
 
@@ -214,6 +213,8 @@ def _add(target: np.ndarray, part: np.ndarray, offset: int) -> None:
 def _reverberant(clip: np.ndarray, rng: np.random.Generator, rate: int) -> np.ndarray:
     """A far source: the clip through exponentially decaying noise (a diffuse room tail) with a
     weak direct path, so distance is heard as level and reverberation together."""
+    from scipy.signal import fftconvolve  # here, not at the top: the runtime reads this module's phrases
+
     rt60 = rng.uniform(0.4, 1.0)
     t = np.arange(int(rt60 * rate)) / rate
     tail = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)

@@ -1,6 +1,6 @@
 """The text-to-audio networks: a text encoder, a flow-matching mel generator and a mel vocoder.
 
-Three graphs, each run through the uniform runtime; the sampling loop between them is numpy code
+Four graphs, each run through the uniform runtime; the sampling loop between them is numpy code
 in the task (see sampler.py), so every backend runs the same loop on the same noise:
 
 - ``text_encoder``: token ids [batch, tokens] -> token embeddings [batch, tokens, width].
@@ -10,6 +10,8 @@ in the task (see sampler.py), so every backend runs the same loop on the same no
   and the pooled prompt modulating every block (adaptive layer norm), cross-attention to the
   prompt's tokens for what happens when, and a detail head that gives every patch's velocity
   full rank.
+- ``envelope``: the flow network's prompt head alone: text embeddings and mask -> the prompt's
+  predicted time-averaged log-mel, by which the sampler ranks candidates.
 - ``vocoder``: a normalised log-mel -> audio. ConvNeXt blocks predict the log-magnitude and phase
   of every STFT bin (as in Vocos), and an inverse STFT written as one MatMul plus four shifted adds
   turns them into samples, so it exports to every backend.
@@ -28,8 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeaudio.plugins.caption.model import mel_matrix
-
-N_FFT, HOP, PATCH = 1024, 256, 4  # 64 ms windows every 16 ms at 16 kHz; the generator sees 4-frame patches
+from edgeaudio.plugins.tta.geometry import HOP, N_FFT, PATCH
 MASKED = -1e9  # additive attention bias for padding tokens; finite so no backend makes NaN
 
 
@@ -212,6 +213,19 @@ class FlowNet(nn.Module):
         return out.reshape(batch, -1, mels, PATCH).permute(0, 2, 1, 3).reshape(batch, mels, frames)
 
 
+class PromptEnvelope(nn.Module):
+    """The flow network's envelope head as a graph of its own: (text [B, L, W], mask [B, L]) ->
+    the prompt's predicted time-averaged normalised log-mel [B, mels]; the sampler ranks its
+    candidates by it. Shares the flow network's weights."""
+
+    def __init__(self, flow: FlowNet):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, text, mask):
+        return self.flow.envelope(text, mask)
+
+
 class ConvNeXtBlock(nn.Module):
     def __init__(self, width: int, kernel: int = 7):
         super().__init__()
@@ -286,7 +300,8 @@ class Vocoder(nn.Module):
 
 
 class TtaNet(nn.Module):
-    """The three networks together; each is exported as its own graph (graphs.py)."""
+    """The three networks together; each is exported as its own graph (task.py), the flow network's
+    envelope head as a fourth."""
 
     def __init__(self, vocab_size: int, n_mels: int, width: int, heads: int, text_layers: int, flow_layers: int,
                  vocoder_width: int, vocoder_layers: int, flow_detail: int = 0):  # fmt: skip

@@ -1,9 +1,11 @@
 """The text-to-audio task: a few seconds of sound effects from a sentence, on the device.
 
-Three graphs (model.py): ``text_encoder`` once per prompt, ``flow`` once per sampling step (the
-prompt and the empty prompt in one batch of two), ``vocoder`` once at the end. The sampling loop
-is numpy code in the runtime (sampler.py), so a seed gives the same audio on every backend within
-float tolerance. The vocabulary is part of the config, hence of every bundle's manifest.
+Four graphs (model.py): ``text_encoder`` once per prompt, ``flow`` once per sampling step (every
+candidate with the prompt and with the empty prompt in one batch), ``envelope`` (the prompt's
+predicted spectral envelope, to rank the candidates) and ``vocoder`` once at the end, for the
+chosen candidate. The sampling loop is numpy code in the runtime (sampler.py), so a seed gives the
+same audio on every backend within float tolerance. The vocabulary is part of the config, hence of
+every bundle's manifest.
 
 What the task's words mean: the generator learned sounds from the event library's 14 classes; a
 prompt that names none of them still produces audio (whatever the model makes of the words it
@@ -13,13 +15,13 @@ knows), with a warning that says so and lists the sounds it knows.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from edgeaudio.errors import UsageError
+from edgeaudio.plugins.tta.geometry import frames_for
 from edgeaudio.task import Graph, MetricGate, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -30,11 +32,12 @@ ADDED_KEYS = {"flow_detail": 0}  # keys added after a sidecar was written, as th
 VALIDATION_PER_CLASS = 2
 VALIDATION_SEED = 9001
 MAX_SECONDS = 10.0
+MAX_CANDIDATES = 8
 
 
 class TtaTask(Task):
     name = "tta"
-    version = "1"
+    version = "2"  # 2: the envelope graph and candidates (a flow batch of up to 2 x MAX_CANDIDATES)
     description = "text-to-audio: sound effects from a sentence (flow-matching mel generator + vocoder)"
     sample_rate = 16000
     channels = 1
@@ -47,8 +50,8 @@ class TtaTask(Task):
         architecture defaults. ``mel_mean``/``mel_std`` normalise the log-mel (measured on 200
         composed training clips: mean -5.25, std 4.36)."""
         # chosen on the validation prompts (seeds 9001+) among 4-16 steps, guidance 3-16, shift 1-6
-        # (the sweeps are in the weights' sidecar)
-        sampling = {"steps": 8, "guidance": 12.0, "shift": 6.0, "seconds": 5.0}
+        # and 1-8 candidates (the sweeps are in the weights' sidecar)
+        sampling = {"steps": 8, "guidance": 12.0, "shift": 6.0, "seconds": 5.0, "candidates": 4}
         sidecar = WEIGHTS.with_suffix(".json")
         if WEIGHTS.is_file() and sidecar.is_file():
             trained = {**ADDED_KEYS, **json.loads(sidecar.read_text())["config"]}
@@ -86,6 +89,8 @@ class TtaTask(Task):
         return matching_checkpoint(WEIGHTS, self.config, MODEL_KEYS, ADDED_KEYS)
 
     def graphs(self, model) -> list[Graph]:
+        from edgeaudio.plugins.tta.model import PromptEnvelope
+
         c = self.config
         rng = np.random.default_rng(0)
         tokens = self.prompt_batch("a horn honks twice")
@@ -93,17 +98,22 @@ class TtaTask(Task):
         mel = rng.standard_normal((2, c["n_mels"], 40)).astype(np.float32)
         frames = tuple(frames_for(seconds, self.sample_rate) for seconds in (0.1, c["seconds"], MAX_SECONDS))
         text_spec = TensorSpec("text", ("batch", "tokens", c["width"]))
+        mask_spec = TensorSpec("mask", ("batch", "tokens"))
         mel_spec = TensorSpec("mel", ("batch", c["n_mels"], "frames"))
+        mask = (tokens != self.vocabulary.pad).astype(np.float32)
+        flow_batch = (1, 2 * c.get("candidates", 1), 2 * MAX_CANDIDATES)
         return [
             Graph(name="text_encoder", module=model.text, inputs=[TensorSpec("tokens", ("batch", "tokens"), "int64")],
                   outputs=[text_spec], example_inputs={"tokens": tokens}, atol=1e-3,
                   axes={"batch": (1, 2, 2), "tokens": (2, 16, c["max_tokens"])}),
-            Graph(name="flow", module=model.flow,
-                  inputs=[mel_spec, TensorSpec("t", ("batch",)), text_spec, TensorSpec("mask", ("batch", "tokens"))],
+            Graph(name="flow", module=model.flow, inputs=[mel_spec, TensorSpec("t", ("batch",)), text_spec, mask_spec],
                   outputs=[TensorSpec("velocity", ("batch", c["n_mels"], "frames"))],
-                  example_inputs={"mel": mel, "t": np.array([0.25, 0.75], np.float32), "text": text,
-                                  "mask": (tokens != self.vocabulary.pad).astype(np.float32)},
-                  atol=2e-3, axes={"batch": (1, 2, 2), "tokens": (2, 16, c["max_tokens"]), "frames": frames}),
+                  example_inputs={"mel": mel, "t": np.array([0.25, 0.75], np.float32), "text": text, "mask": mask},
+                  atol=2e-3, axes={"batch": flow_batch, "tokens": (2, 16, c["max_tokens"]), "frames": frames}),
+            Graph(name="envelope", module=PromptEnvelope(model.flow), inputs=[text_spec, mask_spec],
+                  outputs=[TensorSpec("envelope", ("batch", c["n_mels"]))],
+                  example_inputs={"text": text[:1], "mask": mask[:1]}, atol=1e-3,
+                  axes={"batch": (1, 1, 2), "tokens": (2, 16, c["max_tokens"])}),
             Graph(name="vocoder", module=model.vocoder, inputs=[mel_spec],
                   outputs=[TensorSpec("audio", ("batch", 1, "samples"))], example_inputs={"mel": mel[:1]}, atol=2e-3,
                   keep_float=["/istft/", "Exp", "Sqrt", "Reciprocal", "Div"], axes={"batch": (1, 1, 1), "frames": frames}),
@@ -137,33 +147,42 @@ class TtaTask(Task):
 
     # -- running ----------------------------------------------------------------------------------
     def generate(self, runner, prompt: str, seconds: float | None = None, steps: int | None = None,
-                 seed: int = 0, guidance: float | None = None) -> dict[str, Any]:  # fmt: skip
-        """Raw outputs for one prompt: ``audio`` [1, samples] and the normalised ``mel``."""
+                 seed: int = 0, guidance: float | None = None, candidates: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Raw outputs for one prompt: ``audio`` [1, samples], the chosen normalised ``mel`` [1,
+        mels, frames], which ``candidate`` it was and every candidate's ``scores``."""
         from edgeaudio.plugins.tta.sampler import generate_mel
 
         c = self.config
         seconds = float(c["seconds"] if seconds is None else seconds)
         steps = int(c["steps"] if steps is None else steps)
         guidance = float(c["guidance"] if guidance is None else guidance)
+        candidates = int(c.get("candidates", 1) if candidates is None else candidates)
         if not 0 < seconds <= MAX_SECONDS:
             raise UsageError(f"--seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}", hint="generate longer audio in pieces")
         if steps < 1:
             raise UsageError(f"--steps must be at least 1, got {steps}")
+        if not 1 <= candidates <= MAX_CANDIDATES:
+            raise UsageError(f"--candidates must be in 1..{MAX_CANDIDATES}, got {candidates}",
+                             hint="each candidate adds a sampling run; 1 keeps the first without ranking")  # fmt: skip
         samples = int(round(seconds * self.sample_rate))
         frames = frames_for(seconds, self.sample_rate)
-        mel = generate_mel(runner, self.prompt_batch(prompt), self.vocabulary.pad, c["n_mels"], frames, steps, guidance,
-                           int(seed), float(c.get("shift", 1.0)))  # fmt: skip
+        mels, scores = generate_mel(runner, self.prompt_batch(prompt), self.vocabulary.pad, c["n_mels"], frames, steps,
+                                    guidance, int(seed), float(c.get("shift", 1.0)), candidates)  # fmt: skip
+        chosen = int(np.argmax(scores))
+        mel = mels[chosen : chosen + 1]
         audio = runner.graph("vocoder").run({"mel": mel})["audio"][0, :, :samples]
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         if peak > 0.99:
             audio = audio * (0.99 / peak)
-        return {"audio": audio.astype(np.float32), "mel": mel}
+        return {"audio": audio.astype(np.float32), "mel": mel, "candidate": np.array(chosen), "scores": scores}
 
     def decode_generation(self, prompt: str, outputs: Mapping[str, np.ndarray], **options: Any) -> dict[str, Any]:
-        """The audio [1, samples] with what made it: prompt, seed, steps, guidance, warnings."""
-        used = {**{k: self.config[k] for k in ("steps", "guidance")}, "seed": 0}
+        """The audio [1, samples] with what made it: prompt, seed, steps, guidance, candidates (and
+        which one was kept), warnings."""
+        used = {**{k: self.config[k] for k in ("steps", "guidance")}, "candidates": self.config.get("candidates", 1), "seed": 0}
         used.update({k: v for k, v in options.items() if k in used and v is not None})
         return {"prompt": prompt, **used,
+                "kept_candidate": int(outputs["candidate"]),
                 "seconds": outputs["audio"].shape[1] / self.sample_rate, "warnings": self.prompt_warnings(prompt),
                 "audio": outputs["audio"]}  # fmt: skip
 
@@ -223,10 +242,3 @@ class TtaTask(Task):
         from edgeaudio.plugins.tta.train import train_tta
 
         return train_tta(self, out_dir, **options)
-
-
-def frames_for(seconds: float, sample_rate: int) -> int:
-    """Mel frames the generator makes for ``seconds`` of audio: whole 4-frame patches."""
-    from edgeaudio.plugins.tta.model import HOP, PATCH
-
-    return PATCH * math.ceil(round(seconds * sample_rate) / HOP / PATCH)

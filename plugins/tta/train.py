@@ -47,6 +47,7 @@ def train_tta(
     init: str | None = None,
     single: float = 0.5,
     flow_detail: int | None = None,
+    ema: float | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def train_tta(
                                         clips=vocoder_clips, lr=vocoder_lr, init=init)  # fmt: skip
     if part in ("generator", "all"):
         done["generator"] = train_generator(task, out, clips, epochs, seed, batch_size, lr, library, progress, log,
-                                            init=init, single=single, flow_detail=flow_detail)  # fmt: skip
+                                            init=init, single=single, flow_detail=flow_detail, ema=ema)  # fmt: skip
     if (out / "vocoder.safetensors").is_file() and (out / "generator.safetensors").is_file():
         done["weights"] = str(assemble(task, out, log))
     return done
@@ -214,7 +215,11 @@ def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log,
 
 
 def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_size: int, lr: float, library, progress, log,
-                    init: str | None = None, single: float = 0.5, flow_detail: int | None = None) -> dict[str, Any]:  # fmt: skip
+                    init: str | None = None, single: float = 0.5, flow_detail: int | None = None,
+                    ema: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train (or fine-tune from ``init``) the text encoder and flow network. With ``ema`` the
+    weights kept are the moving average (decay per step), and the sidecar also records the held-out
+    loss of the raw last weights."""
     from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.caption.train import library_packages, open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
@@ -251,14 +256,22 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
         return {"flow_loss": float(flow), "envelope_loss": float(envelope)}
 
     config = TrainConfig(out / "generator-run", epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed,
-                         grad_clip=1.0, best_metric="val_flow_loss", best_mode="min", progress=progress, device="cpu")  # fmt: skip
+                         grad_clip=1.0, best_metric="val_flow_loss", best_mode="min", progress=progress, device="cpu",
+                         ema=ema)  # fmt: skip
     factory, on_epoch_end = cosine_adamw(lr, epochs, floor=0.05)
     result = fit(generator, PromptedMels(mels, prompts, vocab, max_tokens), loss_fn, config, val_fn=val_fn,
                  optimizer_factory=factory, on_epoch_end=on_epoch_end)  # fmt: skip
     load_weights(generator, result.last_checkpoint)
     metrics = val_fn(generator.eval())
+    raw = None
+    if result.ema_checkpoint is not None:
+        raw = metrics
+        load_weights(generator, result.ema_checkpoint)
+        metrics = val_fn(generator)
+        log(f"generator: keeping the weight average (held-out flow loss {metrics['flow_loss']:.4f}; "
+            f"raw last weights {raw['flow_loss']:.4f})")  # fmt: skip
     save_weights(generator, out / "generator.safetensors")
-    info = {"held_out": metrics, "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
+    info = {"held_out": metrics, **({"ema": ema, "held_out_raw_weights": raw} if raw else {}), "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
             "single_class_share": single, "init": start, "lr": lr, "epochs": epochs,
             "flow_detail": task.config.get("flow_detail", 0),
             "library_edition": training_edition(library),
