@@ -273,11 +273,11 @@ def fit(
             config.out_dir.mkdir(parents=True, exist_ok=True)
         trained = _wrap_for_processes(model, procs)
         batches = _SeededBatches.create(train_dataset, config, procs, collate_fn)
+        after_step = (lambda: ema.update(model)) if ema else None
         for epoch in range(first_epoch, config.epochs):
             started = time.perf_counter()
             record = {"epoch": epoch + 1}
             loader = batches.for_epoch(epoch)
-            after_step = (lambda: ema.update(model)) if ema else None
             record.update(_train_epoch(trained, loader, loss_fn, optimizer, config, procs, run, after_step))
             if val_fn is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
                 record.update(_validate(model, val_fn, procs))

@@ -31,6 +31,7 @@ from torch import nn
 
 from edgeaudio.plugins.caption.model import mel_matrix
 from edgeaudio.plugins.tta.geometry import HOP, N_FFT, PATCH
+
 MASKED = -1e9  # additive attention bias for padding tokens; finite so no backend makes NaN
 
 

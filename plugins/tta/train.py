@@ -271,7 +271,8 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
         log(f"generator: keeping the weight average (held-out flow loss {metrics['flow_loss']:.4f}; "
             f"raw last weights {raw['flow_loss']:.4f})")  # fmt: skip
     save_weights(generator, out / "generator.safetensors")
-    info = {"held_out": metrics, **({"ema": ema, "held_out_raw_weights": raw} if raw else {}), "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
+    averaged = {"ema": ema, "held_out_raw_weights": raw} if raw is not None else {}
+    info = {"held_out": metrics, **averaged, "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
             "single_class_share": single, "init": start, "lr": lr, "epochs": epochs,
             "flow_detail": task.config.get("flow_detail", 0),
             "library_edition": training_edition(library),
