@@ -22,6 +22,7 @@ input-SNR bucket.
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def main() -> None:
 
     from edgeaudio.plugins.enhance.build_corpus import default_corpus
     from edgeaudio.plugins.enhance.data import read_pairs
-    from edgeaudio.plugins.enhance.metrics import dnsmos, si_sdr, snr_db
+    from edgeaudio.plugins.enhance.metrics import SNR_BUCKETS, bucket_name, dnsmos, score, summarize
     from edgeaudio.plugins.enhance.model import EnhanceNet
     from edgeaudio.plugins.enhance.task import WEIGHTS_DIR
     from edgeaudio.plugins.enhance.train import enhance_clip
@@ -75,24 +76,24 @@ def main() -> None:
     net.eval()
     systems = ["clean reference", "noisy input", "oracle IRM", "oracle cIRM", "shipped model", "shipped model, clean in"]
     rows: dict[str, list[dict[str, float]]] = {s: [] for s in systems}
-    buckets = []
     for pair in pairs:
         outputs = {"clean reference": pair.clean, "noisy input": pair.noisy, **oracle_outputs(pair.noisy, pair.clean),
                    "shipped model": enhance_clip(net, pair.noisy), "shipped model, clean in": enhance_clip(net, pair.clean)}
-        base = si_sdr(pair.noisy, pair.clean)
-        buckets.append(min(int((snr_db(pair.noisy, pair.clean) + 5) // 5), 4))
         for name in systems:
-            mos = dnsmos(outputs[name])
-            sdr = si_sdr(outputs[name], pair.clean) if name != "clean reference" else float("nan")
-            gain = sdr - base if name != "shipped model, clean in" else float("nan")  # no noise to remove
-            rows[name].append({"si_sdr": sdr, "si_sdr_i": gain, "sig": mos["sig"], "bak": mos["bak"], "ovrl": mos["ovrl"]})
+            row = {**score(outputs[name], pair.clean, pair.noisy, full=False), **dnsmos(outputs[name])}
+            if name == "clean reference":
+                row.update(si_sdr=math.nan, si_sdr_i=math.nan)
+            elif name == "shipped model, clean in":
+                row.update(si_sdr_i=math.nan)  # no noise to remove
+            rows[name].append(row)
     print(f"{len(pairs)} held-out test mixtures\n")
-    print("| system | SI-SDR (dB) | SI-SDRi (dB) | DNSMOS SIG | BAK | OVRL | SI-SDRi -5..0 / 0..5 / 5..10 / 10..15 / 15..20 dB |")
+    buckets = [bucket_name(low) for low, _ in SNR_BUCKETS]
+    print(f"| system | SI-SDR (dB) | SI-SDRi (dB) | DNSMOS SIG | BAK | OVRL | SI-SDRi {' / '.join(buckets)} |")
     print("|---|---|---|---|---|---|---|")
     for name in systems:
-        r = rows[name]
-        mean = {k: _cell(np.mean([x[k] for x in r])) for k in r[0]}
-        per = " / ".join(_cell(np.mean([x["si_sdr_i"] for x, b in zip(r, buckets) if b == k] or [np.nan])) for k in range(5))
+        summary = summarize(rows[name])
+        mean = {k: _cell(v) for k, v in summary["overall"].items()}
+        per = " / ".join(_cell(summary.get(b, {}).get("si_sdr_i", math.nan)) for b in buckets)
         print(f"| {name} | {mean['si_sdr']} | {mean['si_sdr_i']} | {mean['sig']} | {mean['bak']} | {mean['ovrl']} | {per} |")
 
 
