@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from edgeaudio.exporters.pipeline import export_task, plan_export
 from edgeaudio.plugins.bwe import metrics
 from edgeaudio.plugins.bwe.data import (
     NARROW_RATE,
@@ -36,7 +35,7 @@ from edgeaudio.plugins.bwe.train import TEST_PER_VOICE, TEST_SECONDS
 from tqdm import tqdm
 
 import edgeaudio
-from edgeaudio.tasks import get_task
+from _common import export_shipped
 
 CHUNK = 1600  # 100 ms
 
@@ -98,13 +97,6 @@ class Timer:
         return {"wall": audio_seconds / self.wall, "cpu": audio_seconds / max(self.cpu, 1e-9)}
 
 
-def export_shipped(out: Path) -> Path:
-    task = get_task("bwe")
-    plan, _ = plan_export("x86-cpu")
-    export_task(task, plan, out, checkpoint=task.default_checkpoint(), log=lambda message: None)
-    return out
-
-
 def table(rows: list[dict]) -> str:
     header = ("| system | LSD | LSD 4-8 kHz | PESQ-WB | SI-SDR (dB) | x real time, clip: wall (CPU) "
               "| x real time, 100 ms stream: wall (CPU) |")
@@ -126,7 +118,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"{len(items)} held-out utterances of {TEST_SECONDS:.0f} s from {len({v for v, _, _ in items})} voices")
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle or export_shipped(Path(tmp) / "bwe")
+        bundle = args.bundle or export_shipped("bwe", Path(tmp) / "bwe")
         pairs = sorted(edgeaudio.load(bundle, backend="torch").bundle.artifacts())
         rows = [baseline_row(items)] + [model_row(bundle, b, p, items, args.threads) for b, p in pairs]
     print(table(rows))

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 import edgeaudio
-from edgeaudio.exporters.pipeline import export_task, plan_export
 from edgeaudio.plugins.caption.data import EVENT_KEYWORDS, synthesize_set
 from edgeaudio.plugins.caption.metrics import caption_scores, event_scores, mentioned_classes
 from edgeaudio.plugins.caption.train import open_library
-from edgeaudio.tasks import get_task
+
+from _common import export_shipped
 
 TEST_SEED = 9001
 COLUMNS = ("bleu_1", "bleu_4", "rouge_l", "cider_d", "event_precision", "event_recall", "event_f1")
@@ -94,10 +94,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     bundle = args.bundle
     if bundle is None:
-        task = get_task("caption")
-        plan, _ = plan_export("x86-cpu", ["fp32", "int8"], ["onnxruntime", "openvino"])
-        bundle = Path(tempfile.mkdtemp(prefix="caption-bench-")) / "bundle"
-        export_task(task, plan, bundle, log=lambda m: print(m, flush=True))
+        bundle = export_shipped("caption", Path(tempfile.mkdtemp(prefix="caption-bench-")) / "bundle", ["fp32", "int8"],
+                                ["onnxruntime", "openvino"], log=lambda m: print(m, flush=True))  # fmt: skip
     edition = args.edition or edgeaudio.load(bundle, backend="torch").task.config.get("library_edition", 1)
     clips = synthesize_set(open_library(held_out=True, edition=edition), args.clips, seed=TEST_SEED)
     baseline = most_frequent_caption(edition)

@@ -36,6 +36,8 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from _common import export_shipped
+
 SAMPLE_RATE = 16000
 CHUNK = 1600  # 100 ms, as `edgeaudio run` feeds a stream
 MAX_LAG = 640  # 40 ms
@@ -191,18 +193,6 @@ def model_rows(bundle: Path, pairs, threads: int) -> list[dict]:
     return rows
 
 
-def export_shipped(out: Path) -> Path:
-    from edgeaudio.exporters.pipeline import export_task, plan_export
-    from edgeaudio.tasks import get_task
-
-    task = get_task("enhance")
-    plan, _ = plan_export("x86-cpu")
-    result = export_task(task, plan, out, checkpoint=task.default_checkpoint(), log=lambda message: None)
-    for note in result.notes:
-        print(f"export: {note}")
-    return out
-
-
 def tables(rows: list[dict]) -> str:
     head = ["| system | SI-SDR (dB) | SI-SDRi (dB) | PESQ-WB | STOI | DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL | RTF |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -243,7 +233,7 @@ def main() -> None:
     pairs = test_pairs(args.limit)
     print(f"{len(pairs)} held-out clips, {_audio_seconds(pairs):.0f} s of audio, {args.threads} thread(s)")
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle or export_shipped(Path(tmp) / "enhance")
+        bundle = args.bundle or export_shipped("enhance", Path(tmp) / "enhance")
         rows = [noisy_row(pairs), noisereduce_row(pairs), rnnoise_row(pairs)] + model_rows(bundle, pairs, args.threads)
         reports = load_bundle(bundle).manifest["reports"]
     print(tables(rows))

@@ -40,13 +40,13 @@ import numpy as np
 
 import edgeaudio
 from edgeaudio.events.build_library import edition_of
-from edgeaudio.exporters.pipeline import export_task, plan_export
-from edgeaudio.plugins.caption.train import open_library
+from edgeaudio.plugins.shared.event_library import open_library
 from edgeaudio.plugins.tta.data import single_event_prompts, two_event_prompts
 from edgeaudio.plugins.tta.judge import WEIGHTS as JUDGE
 from edgeaudio.plugins.tta.judge import held_out_windows, judge_audio, load_judge
 from edgeaudio.plugins.tta.metrics import frechet_distance, mean_pairwise_cosine_distance, principal_projection
-from edgeaudio.tasks import get_task
+
+from _common import export_shipped
 
 PCA_DIMS = 16
 
@@ -116,9 +116,8 @@ def main() -> None:
 
     bundle = args.bundle
     if bundle is None:
-        plan, _ = plan_export("x86-cpu", ["fp32", "int8"], ["onnxruntime", "openvino"])
-        bundle = Path(tempfile.mkdtemp(prefix="tta-bench-")) / "bundle"
-        export_task(get_task("tta"), plan, bundle, log=lambda m: print(m, flush=True))
+        bundle = export_shipped("tta", Path(tempfile.mkdtemp(prefix="tta-bench-")) / "bundle", ["fp32", "int8"],
+                                ["onnxruntime", "openvino"], log=lambda m: print(m, flush=True))  # fmt: skip
     reference["vocoded_real_accuracy"] = vocoded_accuracy(bundle, judge, classes, real_test, real_labels)
     print(f"judge on the same recordings through log-mel -> vocoder: {reference['vocoded_real_accuracy']:.3f}", flush=True)
     singles = single_event_prompts(classes, args.per_class)

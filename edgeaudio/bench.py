@@ -18,6 +18,7 @@ import numpy as np
 from edgeaudio.bundle import load_bundle
 from edgeaudio.errors import BackendUnavailable, UsageError
 from edgeaudio.runtime import load
+from edgeaudio.task import InputKind
 
 BENCH_PROMPT = "a horn honks twice, then someone types"  # what text-to-audio bundles generate when timed
 
@@ -70,7 +71,7 @@ def bench_audio(channels: int, sample_rate: int, seconds: float, seed: int = 0) 
 
 def _whole_clips(session) -> bool:
     """Whether the bundle is timed a whole clip per call: no streaming graph, or text input."""
-    return session.task.inputs == "text" or not session.streaming
+    return session.task.input_kind is InputKind.TEXT or not session.streaming
 
 
 def _measure(session, audio: np.ndarray, chunk: int, warmup: int) -> tuple[list[float], dict[str, np.ndarray]]:
@@ -82,7 +83,7 @@ def _measure(session, audio: np.ndarray, chunk: int, warmup: int) -> tuple[list[
         times = []
         for _ in range(warmup + 3):
             start = time.perf_counter()
-            if task.inputs == "text":
+            if task.input_kind is InputKind.TEXT:
                 outputs = task.generate(session.runner, BENCH_PROMPT, seconds=seconds, seed=0)
             else:
                 outputs = session.process_raw(audio, task.sample_rate)

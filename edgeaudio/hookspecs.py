@@ -73,6 +73,32 @@ def register_profiles(register: Callable[[str], None]) -> None:
 
 
 @hookspec
+def register_sinks(register: Callable[[object], None]) -> None:
+    """Register result formats and extra sinks for ``edgeaudio run``.
+
+    Called: once, the first time ``run`` builds its options for a task.
+    Args:
+        register: call ``register(edgeaudio.live.sinks.ResultFormat(...))`` for a ``--format NAME``
+            choice, or ``register(edgeaudio.live.sinks.SinkOption(...))`` for an extra
+            ``--NAME VALUE`` option; each applies to tasks whose ``result_kind`` it names.
+    Returns: nothing. Not firstresult.
+    """
+
+
+@hookspec
+def register_sources(register: Callable[[object], None]) -> None:
+    """Register audio sources that ``run --input PREFIX:...`` opens (e.g. a simulated scene).
+
+    Called: once, the first time an ``--input`` with a ``PREFIX:`` is opened.
+    Args:
+        register: call ``register(edgeaudio.live.sources.SourceKind(prefix, help, open))``;
+            ``open(SourceRequest)`` returns an ``edgeaudio.live.sources.Source`` delivering the
+            model's rate and channels.
+    Returns: nothing. Not firstresult.
+    """
+
+
+@hookspec
 def register_commands(cli) -> None:
     """Add commands to the ``edgeaudio`` command line.
 

@@ -11,6 +11,7 @@ resolve both and always say, in one line, which profile they chose and why.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.resources
 import os
 import platform
@@ -514,6 +515,19 @@ def _unknown(name: str, what: str, profiles: dict) -> ProfileError:
 # --- this host -----------------------------------------------------------------------------------
 
 _JETSON_MODELS = (("agx orin", "jetson-agx-orin"), ("orin nano", "jetson-orin-nano"))
+
+
+def this_host() -> tuple[TargetProfile, str]:
+    """``host_target()`` for this machine, detected once per process (a run asks for it when it
+    picks the default bundle and again when it picks the backend)."""
+    name, reason = _this_host()
+    return get_target(name)[0], reason
+
+
+@functools.lru_cache(maxsize=1)
+def _this_host() -> tuple[str, str]:
+    profile, reason = host_target()
+    return profile.name, reason
 
 
 def host_target(

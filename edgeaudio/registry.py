@@ -88,19 +88,29 @@ def collect(hook_name: str) -> list[Any]:
     with _lock:
         if hook_name in _collected:
             return list(_collected[hook_name])
-        pm = get_plugin_manager()
         items: list[Any] = []
-        hook = getattr(pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # pluggy stores impls last-registered-first
+        for plugin_name, call in each_plugin(hook_name):
             found: list[Any] = []
             try:
-                impl.function(found.append)
+                call(register=found.append)
             except Exception as exc:
-                _failures.append(PluginFailure(impl.plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}"))
+                _failures.append(PluginFailure(plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}"))
                 continue
             items.extend(found)
         _collected[hook_name] = items
         return list(items)
+
+
+def each_plugin(hook_name: str) -> list[tuple[str, Any]]:
+    """``(plugin name, caller)`` for every plugin implementing ``hook_name``, in registration
+    order; each caller is pluggy's hook caller restricted to that one plugin, so one plugin's
+    failure can be reported with its name without stopping the others."""
+    pm = get_plugin_manager()
+    implementers = [impl.plugin for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls())]
+    everyone = pm.get_plugins()
+    return [(pm.get_name(plugin) or repr(plugin),
+             pm.subset_hook_caller(hook_name, remove_plugins=[p for p in everyone if p is not plugin]))
+            for plugin in implementers]
 
 
 def plugin_of(obj: Any) -> str | None:

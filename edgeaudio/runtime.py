@@ -100,13 +100,16 @@ class BundleRunner(Runner):
 
     def __init__(self, bundle: Bundle, task: Task, backend, precision: str):
         self.bundle, self.task, self.backend, self.precision = bundle, task, backend, precision
+        # a backend that runs framework modules (torch) gets them from the task, never the task itself
+        if task is not None:
+            backend.options.setdefault("modules", task.reference_module)
         self._graphs: dict[str, LoadedGraph] = {}
 
     def graph(self, name: str) -> LoadedGraph:
         if name not in self._graphs:
             spec = self.bundle.graph(name)
             artifact = _find_artifact(spec, self.backend.artifact, self.precision)
-            self._graphs[name] = LoadedGraph(spec, self.backend.load_graph(self.bundle, spec, artifact, self.task))
+            self._graphs[name] = LoadedGraph(spec, self.backend.load_graph(self.bundle, spec, artifact))
         return self._graphs[name]
 
     def streaming_graph(self) -> LoadedGraph:
@@ -330,9 +333,9 @@ def choose_backend(bundle: Bundle, backend: str, precision: str) -> tuple[Any, s
 
 
 def _host_order() -> tuple[list[str], str]:
-    from edgeaudio.profiles import host_target
+    from edgeaudio.profiles import this_host
 
-    profile, reason = host_target()
+    profile, reason = this_host()
     order = list(profile.backends) + [b for b in FALLBACK_ORDER if b not in profile.backends]
     return order, f"host profile {profile.name} ({reason})"
 
@@ -358,13 +361,17 @@ def load(
     precision: str = "auto",
     threads: int | None = None,
     device: str | None = None,
+    task: Task | None = None,
 ) -> Session:
-    """Load a bundle (directory or ``.eab``) and pick a backend; ``session.reason`` says why."""
+    """Load a bundle (directory or ``.eab``) and pick a backend; ``session.reason`` says why.
+    ``task``: the task object the bundle was just made for, reused when it is configured as the
+    bundle records (else the installed plugin's task is built from the manifest)."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
-    task = task_for_bundle(bundle)
+    if task is None or not _made_for(bundle, task):
+        task = task_for_bundle(bundle)
     cls, chosen_precision, reason = choose_backend(bundle, backend, precision)
-    options = {"threads": threads} if threads else {}
+    options: dict[str, Any] = {"threads": threads} if threads else {}
     if device:
         options["device"] = device
     start = time.perf_counter()
@@ -372,6 +379,14 @@ def load(
     runner.load_all()
     seconds = time.perf_counter() - start
     return Session(task, bundle, runner, cls.name, chosen_precision, reason, seconds)
+
+
+def _made_for(bundle: Bundle, task: Task) -> bool:
+    import json
+
+    info, recorded = bundle.manifest["task"], bundle.manifest.get("provenance", {}).get("config")
+    return (info["name"] == task.name and str(info["version"]) == str(task.version)
+            and json.dumps(recorded, sort_keys=True) == json.dumps(task.config, sort_keys=True))
 
 
 def task_for_bundle(bundle: Bundle) -> Task:

@@ -7,71 +7,17 @@ this contract and nothing about any particular task.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from edgeaudio.errors import AudioInputError, UsageError
+from edgeaudio.errors import AudioInputError, BundleError, UsageError
+from edgeaudio.graphspec import StatePair, Streaming, TensorSpec
 
 if TYPE_CHECKING:  # torch is optional at run time
     import torch
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A named graph input or output. ``shape`` entries are ints or names of dynamic axes."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: str = "float32"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "TensorSpec":
-        return cls(data["name"], tuple(data["shape"]), data.get("dtype", "float32"))
-
-
-@dataclass(frozen=True)
-class StatePair:
-    """A streaming state carried between calls: output ``output`` feeds input ``input`` next time.
-
-    The initial value is zeros of the input's declared shape, with the dynamic axis named
-    ``"batch"`` set to 1 (a GRU state is [layers, batch, hidden]); no other axis may be dynamic.
-    """
-
-    input: str
-    output: str
-
-
-@dataclass(frozen=True)
-class Streaming:
-    """How the generic runtime streams a graph.
-
-    ``audio_input``: input that takes audio shaped [batch, channels, samples].
-    ``block``: the graph consumes samples in multiples of this (its hop); the runtime buffers up to it.
-    ``time_axes``: for each non-state output, the axis along which successive calls concatenate.
-    ``frames_per_block``: output frames produced per ``block`` samples (to check alignment).
-    """
-
-    audio_input: str
-    block: int
-    time_axes: Mapping[str, int]
-    frames_per_block: int = 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "audio_input": self.audio_input,
-            "block": self.block,
-            "time_axes": dict(self.time_axes),
-            "frames_per_block": self.frames_per_block,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Streaming":
-        return cls(data["audio_input"], int(data["block"]), dict(data["time_axes"]), int(data.get("frames_per_block", 1)))
 
 
 @dataclass
@@ -136,13 +82,46 @@ class MetricGate:
         return {"metric": self.metric, "max_drop": self.max_drop, "higher_is_better": self.higher_is_better}
 
 
+class InputKind(str, Enum):
+    """How a task takes its input; the core picks the source, loop and sinks from this alone.
+
+    ``STREAM``: audio in chunks through a streaming graph whose state the runtime carries.
+    ``CLIP``: whole clips of audio; live input runs it once per window (``--every``).
+    ``TEXT``: a text prompt, no audio in (``Session.generate``).
+    """
+
+    STREAM = "stream"
+    CLIP = "clip"
+    TEXT = "text"
+
+
+class ResultKind(str, Enum):
+    """What a task's decoded results are, which decides where the core can send them.
+
+    ``WAVEFORM``: audio (``Task.results_to_audio`` returns it; WAV files and the speaker take it).
+    ``EVENTS``: classed sound events per frame (the task's ``classes`` name them; plugins may add
+    sinks for event formats). ``TEXT``: sentences. ``RECORDS``: other JSON-friendly records.
+    Every kind goes to JSON lines.
+    """
+
+    WAVEFORM = "waveform"
+    EVENTS = "events"
+    TEXT = "text"
+    RECORDS = "records"
+
+
 class Task:
     """Base class of every task family. Subclasses set the identity attributes and override methods.
 
     Identity: ``name`` (CLI name, unique), ``version`` (bumped when graphs change meaning),
     ``sample_rate``, ``channels`` (1 for mono; the array's mic count for array tasks),
-    ``array`` (profile name the model was trained for, or None), ``description``,
-    ``inputs``: "audio" (``process``/streaming) or "text" (``generate``: audio from a prompt),
+    ``array`` (profile name of the microphone array whose geometry the model was trained for, or
+    None), ``description``, ``classes`` (names of what the model detects, for ``EVENTS`` results;
+    empty otherwise), ``input_kind`` and ``result_kind`` (the capabilities the core dispatches on),
+    ``per_array``: one model per microphone array geometry, chosen by ``config["array"]``
+    (``--device`` and a recording's declared array pick it),
+    ``run_options``: a dataclass of the task's own ``run`` options (``edgeaudio.options``), handed
+    to ``generate`` as keywords for TEXT tasks; None when it has none,
     ``latency``: samples by which the streaming graph's output lags its input (0 for most); at the
     end of an input the runtime feeds that much silence so the last input samples come out.
     """
@@ -153,7 +132,11 @@ class Task:
     sample_rate: int = 16000
     channels: int = 1
     array: str | None = None
-    inputs: str = "audio"
+    classes: tuple[str, ...] | list[str] = ()
+    input_kind: InputKind = InputKind.STREAM
+    result_kind: ResultKind = ResultKind.RECORDS
+    per_array: bool = False
+    run_options: type | None = None
     latency: int = 0
     gate: MetricGate | None = None
 
@@ -183,7 +166,7 @@ class Task:
 
     def load_model(self, checkpoint: str | None = None) -> "torch.nn.Module":
         """``build_model`` plus weights from ``checkpoint`` (default: the shipped one), in eval mode."""
-        from edgeaudio.training.loop import load_weights
+        from edgeaudio.weights import load_weights
 
         model = self.build_model()
         path = checkpoint or self.default_checkpoint()
@@ -194,6 +177,16 @@ class Task:
     def graphs(self, model: "torch.nn.Module | None") -> list[Graph]:
         """The exportable graphs with their I/O, state, example inputs and tolerances."""
         raise NotImplementedError
+
+    def reference_module(self, graph_name: str, weights: str) -> "torch.nn.Module":
+        """The torch module of graph ``graph_name`` on ``weights``: what the torch (reference)
+        backend runs, so that backend needs the graph's name and a file, never the task."""
+        for graph in self.graphs(self.load_model(weights)):
+            if graph.name == graph_name:
+                if graph.module is None:
+                    raise BundleError(f"graph '{graph_name}' has no torch module (it was brought as ONNX)")
+                return graph.module
+        raise BundleError(f"task '{self.name}' no longer defines graph '{graph_name}'", hint="re-export the bundle")
 
     # -- data and metrics --------------------------------------------------------------------
     def calibration_data(self, count: int = 32) -> Iterable[dict[str, dict[str, np.ndarray]]]:
@@ -252,7 +245,7 @@ class Task:
         return self.decode
 
     def generate(self, runner: "Runner", prompt: str, **options: Any) -> dict[str, np.ndarray]:
-        """Raw outputs generated from a text prompt (tasks with ``inputs = "text"``)."""
+        """Raw outputs generated from a text prompt (``input_kind`` TEXT)."""
         raise UsageError(f"task '{self.name}' takes audio, not a text prompt", hint="pass --input FILE instead")
 
     def decode_generation(self, prompt: str, outputs: Mapping[str, np.ndarray], **options: Any) -> Any:
@@ -263,8 +256,15 @@ class Task:
         """The waveform inside decoded results, for waveform tasks (written by ``--output``)."""
         return None
 
-    def train(self, out_dir: str, **options: Any) -> Any:
-        """Train (or fine-tune) and write a checkpoint under ``out_dir``."""
+    # The trainer's options as a dataclass (see edgeaudio.options): its fields become the options
+    # of ``edgeaudio train TASK``, typed, with their defaults in --help; None: the trainer takes none.
+    train_options: type | None = None
+
+    def train(self, out_dir: str, options: Any = None) -> Any:
+        """Train (or fine-tune) and write a checkpoint under ``out_dir``.
+
+        ``options``: an instance of ``train_options``, or None for its defaults (always None when
+        the task declares no ``train_options``)."""
         raise UsageError(f"task '{self.name}' has no trainer")
 
 

@@ -229,7 +229,7 @@ def _check_artifact_parity(task: Task, bundle: Bundle, graphs: list[Graph], targ
             backend, precision = artifact["backend"], artifact["precision"]
             if backend not in runnable or backend == "torch":
                 continue
-            runner = registered_backends()[backend]({}).load_graph(bundle, spec, artifact, task)
+            runner = registered_backends()[backend]({}).load_graph(bundle, spec, artifact)
             report = compare_outputs(reference, runner.run(graph.example_inputs), graph.atol, graph.rtol)
             parity[graph.name][f"{backend}/{precision}"] = report
             bad = {n: r["max_abs"] for n, r in report.items() if not r["ok"]}

@@ -1,5 +1,5 @@
-"""Shared fixtures: the tiny streaming task registered as an in-process plugin, its bundle, and a
-toy event library folder."""
+"""Shared fixtures: in-process plugins (``register_plugin``; the tiny streaming task as
+``tiny_plugin``), the tiny task's bundle, and a toy event library folder."""
 
 from __future__ import annotations
 
@@ -21,17 +21,25 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
-def tiny_plugin():
-    """Register the tiny task for one test and unregister it afterwards."""
+def register_plugin():
+    """The one way tests add an in-process plugin: ``register_plugin(plugin, name)`` registers a
+    module or object with hook implementations (``edgeaudio.testing.registered_plugin``: a plugin
+    already registered under the name, e.g. through its entry point, is used as it is) and the
+    plugins it added are unregistered when the test ends, whatever its outcome."""
+    from contextlib import ExitStack
+
+    from edgeaudio.testing import registered_plugin
+
+    with ExitStack() as stack:
+        yield lambda plugin, name: stack.enter_context(registered_plugin(plugin, name))
+
+
+@pytest.fixture
+def tiny_plugin(register_plugin):
+    """The tiny task's module, registered as plugin "tiny" for one test."""
     import tiny_task
 
-    from edgeaudio import registry
-
-    registry.register(tiny_task, "tiny")
-    try:
-        yield tiny_task
-    finally:
-        registry.unregister("tiny")
+    return register_plugin(tiny_task, "tiny")
 
 
 @pytest.fixture(scope="session")
@@ -39,15 +47,12 @@ def tiny_bundle(tmp_path_factory) -> Path:
     """The tiny task exported once for x86-cpu (ORT + OpenVINO, fp32 + int8) with its archive."""
     import tiny_task
 
-    from edgeaudio import registry
     from edgeaudio.api import export
+    from edgeaudio.testing import registered_plugin
 
-    registry.register(tiny_task, "tiny")
-    try:
-        out = tmp_path_factory.mktemp("bundles") / "tiny-x86-cpu"
+    out = tmp_path_factory.mktemp("bundles") / "tiny-x86-cpu"
+    with registered_plugin(tiny_task, "tiny"):
         export("tiny", target="x86-cpu", output=out, archive=True, log=lambda message: None)
-    finally:
-        registry.unregister("tiny")
     return out
 
 

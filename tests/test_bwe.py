@@ -22,21 +22,10 @@ TINY = {"channels": 16, "blocks": 1, "kernel": 3, "lookahead": 2}
 def bwe_plugin():
     """The bwe task registered for one test (through its entry point when installed)."""
     import edgeaudio.plugins.bwe as plugin
+    from edgeaudio.testing import registered_plugin
 
-    from edgeaudio import registry
-    from edgeaudio.tasks import get_task
-
-    try:
-        get_task("bwe")
+    with registered_plugin(plugin, "bwe"):
         yield plugin
-        return
-    except edgeaudio.errors.UsageError:
-        pass
-    registry.register(plugin, "bwe")
-    try:
-        yield plugin
-    finally:
-        registry.unregister("bwe")
 
 
 def _band_db(audio: np.ndarray, low: float, high: float) -> float:
@@ -151,18 +140,12 @@ def bwe_bundle(tmp_path_factory):
     of state and alignment do not depend on training)."""
     import edgeaudio.plugins.bwe as plugin
 
-    from edgeaudio import registry
     from edgeaudio.api import export
     from edgeaudio.tasks import get_task
+    from edgeaudio.testing import registered_plugin
     from edgeaudio.training.loop import save_weights
 
-    registered = False
-    try:
-        get_task("bwe")
-    except edgeaudio.errors.UsageError:
-        registry.register(plugin, "bwe")
-        registered = True
-    try:
+    with registered_plugin(plugin, "bwe"):
         root = tmp_path_factory.mktemp("bwe")
         task = get_task("bwe", TINY)
         model = task.build_model()
@@ -170,9 +153,6 @@ def bwe_bundle(tmp_path_factory):
         save_weights(model, root / "tiny.safetensors")
         export("bwe", target="x86-cpu", precisions=["fp32"], checkpoint=str(root / "tiny.safetensors"),
                output=root / "bundle", config=TINY, log=lambda message: None)
-    finally:
-        if registered:
-            registry.unregister("bwe")
     return root / "bundle"
 
 
@@ -231,11 +211,12 @@ def test_tiny_train_export_run(bwe_plugin, tmp_path):
     from edgeaudio.api import export
     from edgeaudio.audio.files import read_audio, write_audio
     from edgeaudio.cli import cli
+    from edgeaudio.plugins.bwe.task import BweTrainOptions
     from edgeaudio.tasks import get_task
 
     corpus = _tiny_corpus(tmp_path / "corpus")
-    summary = get_task("bwe", TINY).train(str(tmp_path / "run"), epochs=1, items=8, batch_size=4,
-                                          corpus=str(corpus), progress=False)
+    options = BweTrainOptions(epochs=1, items=8, batch_size=4, corpus=str(corpus), progress=False)
+    summary = get_task("bwe", TINY).train(str(tmp_path / "run"), options)
     assert summary["heldout_metrics"]["voices"] == ["held"]
     assert summary["data"]["clips"]["val"] == {"a": 1, "b": 1}
     export("bwe", target="x86-cpu", precisions=["fp32"], backends=["onnxruntime"],

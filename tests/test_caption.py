@@ -35,14 +35,10 @@ REFERENCES = [
 def caption_plugin():
     """The plugin as the entry point loads it; registered here when this install predates it."""
     import edgeaudio.plugins.caption as plugin
-    from edgeaudio import registry
+    from edgeaudio.testing import registered_plugin
 
-    added = registry.get_plugin_manager().get_plugin("caption") is None
-    if added:
-        registry.register(plugin, "caption")
-    yield plugin
-    if added:
-        registry.unregister("caption")
+    with registered_plugin(plugin, "caption"):
+        yield plugin
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgeaudio.backends.base import backends
 from edgeaudio.cli import cli
+from edgeaudio.exporters.base import export_targets
+from edgeaudio.profiles import host_target
 
 
 @pytest.fixture
@@ -33,16 +36,25 @@ def test_devices_lists_profiles_and_host(runner):
     data = json.loads(result.output)
     names = {p["name"] for p in data["profiles"]}
     assert {"jetson-orin-nano", "x86-cpu", "rpi5", "respeaker-4mic", "minidsp-uma8", "mono"} <= names
-    assert data["host"]["profile"] == "x86-cpu"
+    host = host_target()[0].name
+    assert data["host"]["profile"] == host
     human = invoke(runner, "devices").output
-    assert "respeaker-6mic" in human and "this host: x86-cpu" in human
+    assert "respeaker-6mic" in human and f"this host: {host}" in human
 
 
 def test_doctor_reports_backends_and_why_not(runner):
     data = json.loads(invoke(runner, "doctor", "--json").output)
-    status = {row["name"]: row for row in data["backends"]}
-    assert status["onnxruntime"]["ok"] and status["openvino"]["ok"] and status["torch"]["ok"]
-    assert status["tensorrt"]["ok"] is False and status["tensorrt"]["why"]
+    assert data["host_profile"]["name"] == host_target()[0].name
+    for section, registered in (("backends", backends()), ("export_targets", export_targets())):
+        status = {row["name"]: row for row in data[section]}
+        assert set(status) == set(registered)
+        for name, cls in registered.items():
+            ok, why = cls.available()
+            assert status[name]["ok"] is ok, f"{section} {name}: doctor says {status[name]}, available() says {ok} ({why})"
+            assert status[name]["ok"] or status[name]["why"], f"{section} {name} is unavailable without a reason"
+    backend_ok = {row["name"]: row["ok"] for row in data["backends"]}
+    assert backend_ok["onnxruntime"]  # a core dependency: every host has it
+    assert {"onnxruntime", "openvino", "tensorrt", "torch"} <= set(backend_ok)
     assert {row["name"] for row in data["export_targets"]} >= {"onnxruntime", "openvino", "tensorrt"}
 
 

@@ -3,6 +3,7 @@ OpenVINO with Stream == Session, a tiny train -> export -> run, and awkward inpu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -17,7 +18,7 @@ from edgeaudio.testing import conformance_tests
 pytest.importorskip("torch")
 
 from edgeaudio.plugins.enhance import metrics  # noqa: E402
-from edgeaudio.plugins.enhance.task import VALIDATION_DIR, EnhanceTask, enhance_audio  # noqa: E402
+from edgeaudio.plugins.enhance.task import VALIDATION_DIR, EnhanceTask, EnhanceTrainOptions, enhance_audio  # noqa: E402
 
 RATE = 16000
 TINY = {"conv_channels": 16, "gru_hidden": 16, "gru_layers": 1}
@@ -27,14 +28,10 @@ TINY = {"conv_channels": 16, "gru_hidden": 16, "gru_layers": 1}
 def enhance_plugin():
     """The plugin registered in-process unless its entry point is installed."""
     import edgeaudio.plugins.enhance as plugin
-    from edgeaudio import registry
+    from edgeaudio.testing import registered_plugin
 
-    added = registry.get_plugin_manager().get_plugin("enhance") is None
-    if added:
-        registry.register(plugin, "enhance")
-    yield plugin
-    if added:
-        registry.unregister("enhance")
+    with registered_plugin(plugin, "enhance"):
+        yield plugin
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +121,12 @@ def test_identity_mask_reconstructs_the_input_delayed():
 
 
 def test_ceiling_oracles_reconstruct_and_rank(pairs):
-    """benchmarks/enhance_ceiling.py: with no noise both oracle masks give the input back; on a
+    """benchmarks/investigations/enhance_ceiling.py: with no noise both oracle masks give the input back; on a
     real mixture the complex oracle beats the magnitude one, which beats the noisy input."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "benchmarks" / "enhance_ceiling.py"
+    path = Path(__file__).parents[1] / "benchmarks" / "investigations" / "enhance_ceiling.py"
     spec = importlib.util.spec_from_file_location("enhance_ceiling", path)
     ceiling = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ceiling)
@@ -230,8 +227,9 @@ def test_tiny_train_export_run(enhance_plugin, tmp_path):
     from edgeaudio.tasks import get_task
 
     task = get_task("enhance", TINY)
-    sidecar = task.train(str(tmp_path / "run"), epochs=1, items=8, seconds=1.0, batch_size=4, pairs=str(VALIDATION_DIR),
-                         test_clips=2, progress=False, log=lambda m: None)
+    options = EnhanceTrainOptions(epochs=1, items=8, seconds=1.0, batch_size=4, pairs=str(VALIDATION_DIR), test_clips=2,
+                                  progress=False)
+    sidecar = task.train(str(tmp_path / "run"), options)
     assert sidecar["command"].startswith("edgeaudio train enhance -o ") and "--epochs 1" in sidecar["command"]
     assert set(sidecar["metrics"]["heldout"]["overall"]) >= {"si_sdr", "si_sdr_i", "pesq", "stoi", "dnsmos_ovrl"}
     plan, _ = plan_export("x86-cpu", ["fp32"], ["onnxruntime"])
@@ -247,8 +245,7 @@ def test_tiny_train_export_run(enhance_plugin, tmp_path):
     assert len(enhanced) == sf.info(str(noisy)).frames  # the last 16 ms come out too
 
     first = tmp_path / "run" / "enhance.safetensors"
-    tuned = task.train(str(tmp_path / "tuned"), epochs=1, items=8, seconds=1.0, batch_size=4, pairs=str(VALIDATION_DIR),
-                       test_clips=2, init=str(first), progress=False, log=lambda m: None)
+    tuned = task.train(str(tmp_path / "tuned"), dataclasses.replace(options, init=str(first)))
     from edgeaudio.bundle import sha256_file
 
     assert tuned["init"] == {"path": str(first), "sha256": sha256_file(first)} and f"--init {first}" in tuned["command"]

@@ -11,8 +11,8 @@ import soundfile as sf
 
 from edgeaudio.errors import UsageError
 from edgeaudio.events import EventLibrary
-from edgeaudio.scenes import EventRow, SceneConfig, read_csv, render_scene, synthesize_dataset, write_csv
-from edgeaudio.scenes.synth import SPEED_OF_SOUND, diffuse_noise
+from edgeaudio.plugins.seld.scenes import EventRow, SceneConfig, read_csv, render_scene, synthesize_dataset, write_csv
+from edgeaudio.plugins.seld.scenes.synth import SPEED_OF_SOUND, diffuse_noise
 
 RATE = 24000
 RADIUS = 0.04

@@ -28,12 +28,13 @@ import pytest
 
 sf = pytest.importorskip("soundfile")
 
-from edgeaudio.audio.live import run_live  # noqa: E402
-from edgeaudio.audio.sinks import JsonLinesSink, Sink, SpeakerSink, UdpSink, WavSink  # noqa: E402
-from edgeaudio.audio.sources import FileSource, MicrophoneSource, SimulatedArraySource, open_source  # noqa: E402
 from edgeaudio.errors import UsageError  # noqa: E402
+from edgeaudio.live.loop import run_live  # noqa: E402
+from edgeaudio.live.sinks import JsonLinesSink, Sink, SpeakerSink, UdpSink, WavSink  # noqa: E402
+from edgeaudio.live.sources import FileSource, MicrophoneSource, open_source  # noqa: E402
+from edgeaudio.plugins.seld.simulated import SimulatedArraySource  # noqa: E402
 from edgeaudio.profiles import ArrayProfile  # noqa: E402
-from edgeaudio.task import Task  # noqa: E402
+from edgeaudio.task import ResultKind, Task  # noqa: E402
 
 SINK = "ea_sink"
 SINK_RATE = 16000
@@ -246,9 +247,9 @@ def test_tiny_task_runs_live_from_the_device(pulse, tiny_session, tmp_path):
 def test_cli_runs_a_named_array_live_and_reports(pulse, tiny_bundle, tiny_plugin, tmp_path):
     from click.testing import CliRunner
 
-    from edgeaudio import registry
     from edgeaudio.cli import cli
     from edgeaudio.hookspecs import hookimpl
+    from edgeaudio.testing import registered_plugin
 
     folder = tmp_path / "profiles"
     folder.mkdir()
@@ -263,16 +264,13 @@ def test_cli_runs_a_named_array_live_and_reports(pulse, tiny_bundle, tiny_plugin
         def register_profiles(self, register):
             register(str(folder))
 
-    registry.register(Profiles(), "pulse-test-profiles")
-    try:
+    with registered_plugin(Profiles(), "pulse-test-profiles"):
         runner = CliRunner()
         devices = json.loads(runner.invoke(cli, ["devices", "--live", "--json"]).stdout)
         assert {"device": "pulse", "inputs": 32, "profile": "pulse-test"} in devices["live"]
         args = ["run", str(tiny_bundle), "--device", "pulse-test", "--seconds", "0.5", "--stats", "--json",
                 "--backend", "onnxruntime", "--precision", "fp32"]  # fmt: skip
         result = runner.invoke(cli, args)
-    finally:
-        registry.unregister("pulse-test-profiles")
     assert result.exit_code == 0, result.output
     *lines, last = result.stdout.splitlines()
     assert [json.loads(line)["frame"] for line in lines] == list(range(50))
@@ -344,10 +342,9 @@ def test_speaker_sink_plays_on_the_device(pulse):
 def test_duplex_mic_to_model_to_speaker(pulse, tmp_path, task):
     """Live duplex with the shipped waveform models: microphone -> enhance/bwe -> speaker on the
     real PortAudio device, in real time, all of the model's audio played (after the prefill)."""
-    from edgeaudio.cache import default_bundle
-    from edgeaudio.runtime import load
+    from edgeaudio.api import open_session
 
-    session = load(default_bundle(task, log=lambda m: None), backend="onnxruntime", precision="fp32")
+    session = open_session(task, backend="onnxruntime", precision="fp32", log=lambda m: None)
     player = pulse.play(write_wav(tmp_path / "four.wav", sink_signal(3.0), SINK_RATE))
     speaker = SpeakerSink(session.task, device="pulse")
     mono = ArrayProfile(**{**pulse_array().__dict__, "positions": ((0.0, 0.0, 0.0),), "channel_map": (1,)})
@@ -368,6 +365,7 @@ class WaveTask(Task):
     """A waveform task in miniature: each result carries its audio."""
 
     name = "wave"
+    result_kind = ResultKind.WAVEFORM
     sample_rate = MODEL_RATE
 
     def results_to_audio(self, results):
@@ -432,7 +430,7 @@ def test_wav_sink_appends_waveforms_and_refuses_tasks_without_audio(tmp_path, ti
 def test_simulated_array_drives_the_tiny_task(tiny_session, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEAUDIO_CACHE", str(tmp_path / "empty-cache"))  # no built-in library: procedural
     notes = []
-    source = open_source("sim:seed=3,seconds=2", pulse_array(), tiny_session, realtime=False, log=notes.append)
+    source = open_source("sim:seed=3,seconds=2", pulse_array(), tiny_session.task, realtime=False, log=notes.append)
     assert isinstance(source, SimulatedArraySource) and source.ground_truth
     assert {row.class_index for row in source.ground_truth} <= set(range(len(source.classes)))
     assert any("procedural sounds" in note for note in notes)
@@ -462,9 +460,9 @@ sys.path.insert(0, sys.argv[1])
 import tiny_task
 from test_live_audio import pulse_array
 from edgeaudio import registry
-from edgeaudio.audio.live import run_live
-from edgeaudio.audio.sinks import JsonLinesSink
-from edgeaudio.audio.sources import SimulatedArraySource
+from edgeaudio.live.loop import run_live
+from edgeaudio.live.sinks import JsonLinesSink
+from edgeaudio.plugins.seld.simulated import SimulatedArraySource
 from edgeaudio.runtime import load
 
 registry.register(tiny_task, "tiny")
@@ -500,25 +498,19 @@ def test_cli_runs_seld_on_a_simulated_array(tmp_path):
     from click.testing import CliRunner
 
     import edgeaudio
-    from edgeaudio import registry
     from edgeaudio.cli import cli
+    from edgeaudio.testing import registered_plugin
 
     try:
         import edgeaudio.plugins.seld as seld_plugin
     except ImportError as exc:
         pytest.skip(f"the seld task plugin is not available ({exc})")
-    added = registry.get_plugin_manager().get_plugin("seld") is None
-    if added:  # an install that predates the plugin's entry point
-        registry.register(seld_plugin, "seld")
-    try:
+    with registered_plugin(seld_plugin, "seld"):
         small = {"classes": ["alert", "speech"], "n_mels": 16, "conv_channels": [4, 8, 8], "freq_pools": [2, 2, 2],
                  "gru_hidden": 16, "gru_layers": 1}  # fmt: skip
         bundle = tmp_path / "seld"
         edgeaudio.export("seld", target="x86-cpu", precisions=["fp32"], backends=["onnxruntime"], config=small, output=bundle, log=lambda m: None)
         result = CliRunner().invoke(cli, ["run", str(bundle), "--input", "sim:seed=3,seconds=2", "--json"])
-    finally:
-        if added:
-            registry.unregister("seld")
     assert result.exit_code == 0, result.output
     *lines, last = result.stdout.splitlines()
     frames = [json.loads(line) for line in lines]

@@ -90,13 +90,13 @@ def test_empty_allowlist_loads_nothing(fresh_registry, monkeypatch):
     assert backends() == {}
 
 
-def test_hook_that_raises_is_isolated(fresh_registry):
+def test_hook_that_raises_is_isolated(fresh_registry, register_plugin):
     class Broken:
         @hookspecs.hookimpl
         def register_backends(self, register):
             raise RuntimeError("boom")
 
-    registry.register(Broken(), name="broken")
+    register_plugin(Broken(), "broken")
     from edgeaudio.backends.base import backends
 
     assert "onnxruntime" in backends()
@@ -118,7 +118,7 @@ def test_every_hook_is_documented_in_code_and_readme():
         assert f"`{name}(" in readme, f"hook {name} is missing from the README's hooks reference"
 
 
-def test_plugin_adds_a_cli_command(fresh_registry):
+def test_plugin_adds_a_cli_command(fresh_registry, register_plugin):
     import click
     from click.testing import CliRunner
 
@@ -136,8 +136,8 @@ def test_plugin_adds_a_cli_command(fresh_registry):
         def register_commands(self, cli):
             raise RuntimeError("cannot add")
 
-    registry.register(AddsCommand(), name="adds")
-    registry.register(BrokenCommand(), name="broken-cli")
+    register_plugin(AddsCommand(), "adds")
+    register_plugin(BrokenCommand(), "broken-cli")
     try:
         cli_module._attach_plugin_commands()
         result = CliRunner().invoke(cli_module.cli, ["hello-plugin"])

@@ -305,7 +305,7 @@ def test_missing_registered_path_is_an_error(tmp_path):
 # --- plugins and caching -------------------------------------------------------------------------
 
 
-def test_a_plugin_adds_profiles_through_the_hook(tmp_path):
+def test_a_plugin_adds_profiles_through_the_hook(tmp_path, register_plugin):
     path = _write(tmp_path, "test-rig", VALID_ARRAY)
 
     class Plugin:
@@ -313,12 +313,9 @@ def test_a_plugin_adds_profiles_through_the_hook(tmp_path):
         def register_profiles(self, register):
             register(str(path))
 
-    registry.register(Plugin(), name="test-profiles")
-    try:
-        array, reason = profiles.get_array("test-rig")
-        assert array.num_mics == 2 and reason == "using array 'test-rig' as named"
-    finally:
-        registry.unregister("test-profiles")
+    register_plugin(Plugin(), "test-profiles")
+    array, reason = profiles.get_array("test-rig")
+    assert array.num_mics == 2 and reason == "using array 'test-rig' as named"
 
 
 def test_profiles_are_cached_until_cleared(tmp_path):

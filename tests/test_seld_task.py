@@ -14,7 +14,7 @@ sf = pytest.importorskip("soundfile")
 
 import edgeaudio  # noqa: E402
 from edgeaudio.profiles import get_array  # noqa: E402
-from edgeaudio.scenes.metadata import EventRow  # noqa: E402
+from edgeaudio.plugins.seld.scenes.metadata import EventRow  # noqa: E402
 
 TINY = {
     "classes": ["noise", "tone"],
@@ -31,14 +31,10 @@ BLOCK = 1600
 def seld_plugin():
     """The plugin as the entry point loads it; registered here when this install predates it."""
     import edgeaudio.plugins.seld as plugin
-    from edgeaudio import registry
+    from edgeaudio.testing import registered_plugin
 
-    added = registry.get_plugin_manager().get_plugin("seld") is None
-    if added:
-        registry.register(plugin, "seld")
-    yield plugin
-    if added:
-        registry.unregister("seld")
+    with registered_plugin(plugin, "seld"):
+        yield plugin
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +56,15 @@ def test_default_model_is_small_and_fits_the_array(seld_plugin):
     assert sum(p.numel() for p in model.parameters()) <= 1_000_000
     assert task.channels == get_array("respeaker-4mic", live_devices=[])[0].num_mics == 4
     assert SeldTask({"array": "respeaker-6mic"}).channels == 6
+
+
+def test_shipped_classes_are_the_builtin_librarys():
+    """The run path reads the default class list from the shipped sidecar, not from the library
+    builder; the two must stay the same list."""
+    from edgeaudio.plugins.seld.task import shipped_classes
+    from edgeaudio.plugins.seld.train import builtin_classes
+
+    assert shipped_classes() == builtin_classes()
 
 
 def test_shipped_weights_only_serve_the_config_they_were_trained_with(seld_plugin, tiny_task):
@@ -201,9 +206,12 @@ def _procedural_library(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
+    from edgeaudio.plugins.seld.task import SeldTrainOptions
+
     library = _procedural_library(tmp_path / "library")
-    options = dict(hours=20 / 3600, test_scenes=2, epochs=1, batch_size=2, library=str(library), workers=1, progress=False)
-    result = tiny_task.train(str(tmp_path / "run"), log=lambda m: None, **options)
+    options = SeldTrainOptions(hours=20 / 3600, test_scenes=2, epochs=1, batch_size=2, library=str(library), workers=1,
+                               progress=False)
+    result = tiny_task.train(str(tmp_path / "run"), options)
     weights = tmp_path / "run" / "seld-respeaker-4mic.safetensors"
     assert result["weights"] == str(weights)
     sidecar = json.loads(weights.with_suffix(".json").read_text())
@@ -216,7 +224,7 @@ def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
     from edgeaudio.plugins.seld.task import SeldTask
 
     SeldTask(sidecar["config"]).load_model(str(weights))
-    again = tiny_task.train(str(tmp_path / "run"), log=lambda m: None, **options)  # resumes: nothing left to do
+    again = tiny_task.train(str(tmp_path / "run"), options)  # resumes: nothing left to do
     assert again["metrics"] == result["metrics"]
     exported = _run_cli("export", "seld", "--checkpoint", weights, "--precision", "fp32", "--backend", "onnxruntime",
                         "-o", tmp_path / "bundle")  # the sidecar's config (tiny sizes, two classes) comes along
@@ -231,11 +239,13 @@ def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
 
 TORCHRUN_SCRIPT = """
 import json, os, sys
+from edgeaudio.plugins.seld.task import SeldTrainOptions
 from edgeaudio.tasks import get_task
 
 TINY = json.loads(sys.argv[3])
-result = get_task("seld", TINY).train(sys.argv[1], hours=40 / 3600, test_scenes=2, epochs=2, batch_size=2,
-                                      library=sys.argv[2], workers=1, progress=False)
+options = SeldTrainOptions(hours=40 / 3600, test_scenes=2, epochs=2, batch_size=2, library=sys.argv[2], workers=1,
+                           progress=False)
+result = get_task("seld", TINY).train(sys.argv[1], options)
 with open(os.path.join(sys.argv[4], "rank" + os.environ["RANK"] + ".json"), "w") as f:
     json.dump(result, f)
 """
@@ -281,7 +291,7 @@ def test_training_spectrum_equals_the_graphs_conv_dft():
 def _single_source_scene(tmp_path: Path, azimuth: float, elevation: float):
     """One static broadband source, ReSpeaker 4-mic geometry, 16 kHz, a dead room and no noise."""
     from edgeaudio.events import EventLibrary
-    from edgeaudio.scenes import SceneConfig, render_scene
+    from edgeaudio.plugins.seld.scenes import SceneConfig, render_scene
 
     library = EventLibrary.from_folder(_procedural_library(tmp_path / "library"), sample_rate=16000)
     library = EventLibrary(library.root, 16000, ["noise"], library.clips("noise"))
@@ -500,7 +510,7 @@ def test_shipped_model_streams_tracks_dcase_rows_and_a_plot(seld_plugin, tmp_pat
 
 
 def test_dcase_format_is_refused_for_tasks_without_located_events(tmp_path):
-    from edgeaudio.audio.event_sinks import DcaseCsvSink
+    from edgeaudio.plugins.seld.sinks import DcaseCsvSink
     from edgeaudio.errors import UsageError
     from edgeaudio.tasks import get_task
 
@@ -512,15 +522,16 @@ def test_dcase_format_is_refused_for_tasks_without_located_events(tmp_path):
 @pytest.mark.parametrize("array", ["respeaker-4mic", "respeaker-usb"])
 def test_each_bundled_scene_runs_the_shipped_model_for_its_array(seld_plugin, array):
     """``edgeaudio run seld --input <array>-scene.wav`` exports and runs the weights for that array."""
-    from edgeaudio.cli.run_cmd import _resolve_bundle
+    from edgeaudio.api import open_session
+    from edgeaudio.audio.recording_array import declared_array
+    from edgeaudio.plugins.seld.scenes import read_csv
     from edgeaudio.plugins.seld.task import SeldTask
-    from edgeaudio.scenes import read_csv
 
     if SeldTask({"array": array}).default_checkpoint() is None:
         pytest.skip(f"no shipped weights for {array} in plugins/seld/weights")
     scene = Path(__file__).parents[1] / "examples" / "scenes" / f"{array}-scene.wav"
-    bundle = Path(_resolve_bundle("seld", None, str(scene), force=False))
-    assert json.loads((bundle / "manifest.json").read_text())["audio"]["array"]["name"] == array
+    session = open_session("seld", recorded_array=declared_array(scene), log=lambda message: None)
+    assert session.bundle.manifest["audio"]["array"]["name"] == array
     result = _run_cli("run", "seld", "-i", scene, "--backend", "onnxruntime")
     assert result.exit_code == 0, result.stderr
     frames = _events(result)

@@ -447,7 +447,7 @@ def test_onnxruntime_runs_the_int8_artifact_as_proxy(graph, onnx_path, tmp_path)
 def _ort_outputs(bundle, precision: str, audio: np.ndarray) -> np.ndarray:
     spec = bundle.graph("tiny")
     artifact = next(a for a in spec["artifacts"] if a["precision"] == precision)
-    return OnnxRuntimeBackend({"providers": ["CPUExecutionProvider"]}).load_graph(bundle, spec, artifact, None).run(
+    return OnnxRuntimeBackend({"providers": ["CPUExecutionProvider"]}).load_graph(bundle, spec, artifact).run(
         {"audio": audio}
     )["features"]
 
@@ -467,7 +467,7 @@ def test_engine_builds_caches_and_matches_onnxruntime(graph, onnx_path, tmp_path
     tolerance = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
     for artifact in spec["artifacts"]:
         precision = artifact["precision"]
-        runner = backend.load_graph(bundle, spec, artifact, None)
+        runner = backend.load_graph(bundle, spec, artifact)
         for blocks in (1, 8, 21):  # shortest, the profile's longest, and longer than the profile
             audio = _audio(blocks, blocks)
             got = runner.run({"audio": audio})["features"]
@@ -481,12 +481,12 @@ def test_engine_builds_caches_and_matches_onnxruntime(graph, onnx_path, tmp_path
     int8 = next(a for a in spec["artifacts"] if a["precision"] == "int8")
     audio = _audio(7, 4)
     want = _ort_outputs(bundle, "int8", audio)
-    cached = backend.load_graph(bundle, spec, int8, None).run({"audio": audio})["features"]
+    cached = backend.load_graph(bundle, spec, int8).run({"audio": audio})["features"]
     assert builds == ["fp32", "fp16", "int8"], "the cached engine should have been used"
     assert np.abs(cached - want).max() <= 5e-2 * max(float(np.abs(want).max()), 1.0)
 
     for engine in engines:
         engine.write_bytes(engine.read_bytes()[:100])  # a corrupt cache is rebuilt, not a crash
-    rebuilt = backend.load_graph(bundle, spec, int8, None).run({"audio": audio})["features"]
+    rebuilt = backend.load_graph(bundle, spec, int8).run({"audio": audio})["features"]
     assert builds[-1] == "int8" and len(builds) == 4
     assert np.abs(rebuilt - want).max() <= 5e-2 * max(float(np.abs(want).max()), 1.0)

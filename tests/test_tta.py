@@ -5,6 +5,7 @@ of candidates, the CLI, and a tiny train -> export -> run."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -24,14 +25,10 @@ CHECKS = ("metadata", "graphs", "export_parity", "bundle_round_trip")
 def tta_plugin():
     """The plugin as the entry point loads it; registered here when this install predates it."""
     import edgeaudio.plugins.tta as plugin
-    from edgeaudio import registry
+    from edgeaudio.testing import registered_plugin
 
-    added = registry.get_plugin_manager().get_plugin("tta") is None
-    if added:
-        registry.register(plugin, "tta")
-    yield plugin
-    if added:
-        registry.unregister("tta")
+    with registered_plugin(plugin, "tta"):
+        yield plugin
 
 
 @pytest.fixture(scope="module")
@@ -224,14 +221,15 @@ def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task
 
     from edgeaudio.bundle import sha256_file
     from edgeaudio.errors import UsageError
+    from edgeaudio.plugins.tta.task import TtaTrainOptions
     from edgeaudio.plugins.tta.train import train_tta
     from edgeaudio.training import save_weights
 
     start = tmp_path / "start.safetensors"
     save_weights(small_model, start)
-    options = dict(part="generator", clips=4, epochs=1, batch_size=2, library=str(toy_event_folder), threads=1, progress=False,
-                   log=lambda m: None)  # fmt: skip
-    done = train_tta(small_task, tmp_path / "run", init=str(start), single=1.0, ema=0.5, **options)
+    options = TtaTrainOptions(part="generator", clips=4, epochs=1, batch_size=2, library=str(toy_event_folder), threads=1,
+                              progress=False)  # fmt: skip
+    done = train_tta(small_task, tmp_path / "run", replace(options, init=str(start), single=1.0, ema=0.5), log=lambda m: None)
     info = json.loads((tmp_path / "run" / "generator.json").read_text())
     assert info["init"] == {"path": str(start), "sha256": sha256_file(start)} and info["single_class_share"] == 1.0
     assert info["ema"] == 0.5 and set(info["held_out_raw_weights"]) == set(info["held_out"]) == {"flow_loss", "envelope_loss"}
@@ -242,17 +240,19 @@ def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task
     assert all(torch.equal(t, small_model.vocoder.state_dict()[k]) for k, t in vocoder.items())
     assert done["weights"] == str(tmp_path / "run" / "tta.safetensors")
     with pytest.raises(UsageError, match="no weights to start from"):
-        train_tta(small_task, tmp_path / "again", init=str(tmp_path / "missing.safetensors"), **options)
+        train_tta(small_task, tmp_path / "again", replace(options, init=str(tmp_path / "missing.safetensors")))
 
 
 def test_vocoder_fine_tunes_from_a_checkpoint(small_task, small_model, toy_event_folder, tmp_path):
+    from edgeaudio.plugins.tta.task import TtaTrainOptions
     from edgeaudio.plugins.tta.train import train_tta
     from edgeaudio.training import save_weights
 
     start = tmp_path / "start.safetensors"
     save_weights(small_model, start)
-    done = train_tta(small_task, tmp_path / "run", part="vocoder", vocoder_epochs=1, vocoder_clips=3, vocoder_lr=1e-4,
-                     library=str(toy_event_folder), init=str(start), threads=1, progress=False, log=lambda m: None)  # fmt: skip
+    options = TtaTrainOptions(part="vocoder", vocoder_epochs=1, vocoder_clips=3, vocoder_lr=1e-4, library=str(toy_event_folder),
+                              init=str(start), threads=1, progress=False)  # fmt: skip
+    done = train_tta(small_task, tmp_path / "run", options, log=lambda m: None)
     info = json.loads((tmp_path / "run" / "vocoder.json").read_text())
     assert info["init"]["path"] == str(start) and (info["train_clips"], info["lr"]) == (3, 1e-4)
     assert done["vocoder"]["held_out"]["mel_l1"] > 0 and "weights" not in done  # no generator in this run yet

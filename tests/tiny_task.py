@@ -1,5 +1,8 @@
-"""A tiny streaming task used to drive the whole core: conv-DFT-like front end with an audio-tail
-state, a GRU with hidden state, per-frame outputs. Registered in-process by the tests."""
+"""Tiny tasks that drive the whole core in seconds. ``TinyTask``: a streaming task (conv-DFT-like
+front end with an audio-tail state, a GRU with hidden state, per-frame outputs), registered
+in-process by the tests (the ``tiny_plugin`` fixture). ``TinyClipTask`` runs the same network on
+whole clips and ``TinyTextTask`` generates audio from a prompt; the conformance tests pass them
+as classes."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import torch
 from torch import nn
 
 from edgeaudio.hookspecs import hookimpl
-from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec
+from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec
 
 HOP = 80
 CHANNELS = 2
@@ -114,6 +117,88 @@ class TinyTask(Task):
             {"frame": start_frame + i, "active": [int(k) for k in np.flatnonzero(row > 0.5)]}
             for i, row in enumerate(scores)
         ]
+
+
+class TinyClipTask(TinyTask):
+    """The tiny network on whole clips: no streaming graph, one events result per clip."""
+
+    name = "tiny-clip"
+    description = "test task: 2-channel GRU over whole clips"
+    input_kind = InputKind.CLIP
+    result_kind = ResultKind.EVENTS
+    classes = ("low", "mid", "high")
+
+    def graphs(self, model):
+        graph = super().graphs(model)[0]
+        graph.state, graph.streaming = [], None
+        return [graph]
+
+    def process(self, runner, audio):
+        feeds = {"audio": audio[None], "tail": np.zeros((1, CHANNELS, HOP), np.float32),
+                 "hidden": np.zeros((1, 1, HIDDEN), np.float32)}  # fmt: skip
+        return {"scores": runner.graph("main").run(feeds)["scores"]}
+
+    def decode(self, outputs, start_frame=0):
+        mean = np.asarray(outputs["scores"])[0].mean(axis=0)
+        return {"active": [self.classes[k] for k in np.flatnonzero(mean > 0.5)], "mean": [round(float(v), 4) for v in mean]}
+
+
+class TinySynth(nn.Module):
+    """Noise shaped by a convolution, scaled by a level: audio of the noise's length."""
+
+    def __init__(self):
+        super().__init__()
+        self.shape = nn.Conv1d(1, 1, kernel_size=9, padding=4)
+
+    def forward(self, noise, level):
+        return torch.tanh(self.shape(noise)) * level[:, :, None]
+
+
+class TinyTextTask(Task):
+    """Text to audio: seeded noise through ``TinySynth``, louder for longer prompts."""
+
+    name = "tiny-text"
+    version = "1"
+    description = "test task: noise from a prompt"
+    sample_rate = 8000
+    channels = 1
+    input_kind = InputKind.TEXT
+    result_kind = ResultKind.WAVEFORM
+
+    def default_config(self):
+        return {"seconds": 1.0}
+
+    def build_model(self):
+        torch.manual_seed(0)
+        return TinySynth()
+
+    def graphs(self, model):
+        noise = np.random.default_rng(0).standard_normal((1, 1, 800)).astype(np.float32)
+        return [
+            Graph(
+                name="synth",
+                module=model,
+                inputs=[TensorSpec("noise", ("batch", 1, "samples")), TensorSpec("level", ("batch", 1))],
+                outputs=[TensorSpec("audio", ("batch", 1, "samples"))],
+                example_inputs={"noise": noise, "level": np.array([[0.5]], np.float32)},
+            )
+        ]
+
+    def generate(self, runner, prompt, seconds=None, seed=0, **options):
+        samples = int(round(float(self.config["seconds"] if seconds is None else seconds) * self.sample_rate))
+        noise = self.noise(int(seed), samples)
+        level = np.array([[min(1.0, 0.1 * len(prompt.split()))]], np.float32)
+        return {"audio": runner.graph("synth").run({"noise": noise, "level": level})["audio"][0]}
+
+    def noise(self, seed: int, samples: int) -> np.ndarray:
+        return np.random.default_rng(seed).standard_normal((1, 1, samples)).astype(np.float32)
+
+    def decode_generation(self, prompt, outputs, **options):
+        return {"prompt": prompt, "seconds": outputs["audio"].shape[1] / self.sample_rate, "audio": outputs["audio"]}
+
+    def results_to_audio(self, results):
+        items = results if isinstance(results, list) else [results]
+        return np.concatenate([np.asarray(r["audio"], np.float32) for r in items], axis=1)
 
 
 @hookimpl

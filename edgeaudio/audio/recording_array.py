@@ -12,13 +12,21 @@ four mics, playback reference) is reduced to the mics through the profile's ``ch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from edgeaudio.errors import AudioInputError, UsageError, require
 
 if TYPE_CHECKING:
     from edgeaudio.profiles import ArrayProfile
-    from edgeaudio.task import Task
+
+
+class ModelInput(Protocol):
+    """What this module needs to know of a model (a task has these): its name for messages, the
+    channels it takes, and the array it was trained for (None for a mono model)."""
+
+    name: str
+    channels: int
+    array: str | None
 
 TAG = "edgeaudio array="  # the WAV comment: "edgeaudio array=respeaker-usb"
 
@@ -48,21 +56,24 @@ def file_channel_map(
     path: Path,
     channels: int,
     device: "ArrayProfile | str | None",
-    task: "Task",
+    task: ModelInput,
     force: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    declared: str | None | bool = False,
 ) -> list[int] | None:
     """The channels of ``path`` to feed ``task`` (None: all, as they are), after the array checks.
 
     ``device`` is the array ``--device`` names, if any (a profile or a name; no device is probed
     for a file, so a family means its default). Raises AudioInputError when the recording's array
     (named, or declared in the file) is not the model's and ``force`` is off, and when the channel
-    count fits neither the model nor the array's capture layout.
+    count fits neither the model nor the array's capture layout. ``declared``: the array the
+    file's header names (None for none) when the caller has read it already.
     """
     from edgeaudio.profiles import get_array
 
     named = get_array(device, live_devices=[])[0] if isinstance(device, str) else device
-    declared = declared_array(path)
+    if declared is False:
+        declared = declared_array(path)
     if named is not None and declared is not None and declared != named.name:
         raise UsageError(
             f"{path.name} says it was recorded with {declared}, but --device names {named.name}",

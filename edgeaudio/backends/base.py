@@ -27,7 +27,10 @@ class GraphRunner:
 class Backend:
     """Subclasses set ``name`` and ``artifact`` (the artifact backend name in the manifest they read).
 
-    ``options`` come from the caller and the host profile: ``threads`` (int), ``device`` (str).
+    ``options`` come from the caller and the host profile: ``threads`` (int), ``device`` (str), and
+    for a backend that runs framework modules rather than graph files (torch, the reference)
+    ``modules``: a callable ``(graph_name, weights_path) -> module`` the runtime supplies. A
+    backend ignores options it does not use.
     """
 
     name: ClassVar[str] = ""
@@ -42,7 +45,7 @@ class Backend:
         """Whether this backend can run here, and why (or why not) in one line."""
         raise NotImplementedError
 
-    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any], task) -> GraphRunner:
+    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any]) -> GraphRunner:
         """Load ``artifact`` (one entry of ``graph['artifacts']``) from ``bundle``."""
         raise NotImplementedError
 

@@ -41,7 +41,7 @@ class OnnxRuntimeBackend(Backend):
             return False, 'onnxruntime is not installed (pip install onnxruntime)'
         return True, f"onnxruntime {ort.__version__}, providers {', '.join(ort.get_available_providers())}"
 
-    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any], task) -> GraphRunner:
+    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any]) -> GraphRunner:
         ort = require("onnxruntime", "onnxruntime")
         wanted = self.options.get("providers") or ["CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()] or ["CPUExecutionProvider"]

@@ -59,7 +59,7 @@ class OpenVinoBackend(Backend):
         devices = shared_core().available_devices
         return True, f"openvino {ov.__version__}, devices {', '.join(devices)}"
 
-    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any], task) -> GraphRunner:
+    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any]) -> GraphRunner:
         device = self.options.get("device", "CPU")
         xml = str(bundle.path(artifact["files"]["xml"]))
         return OpenVinoGraph(xml, device, artifact["precision"], self.options.get("threads"))

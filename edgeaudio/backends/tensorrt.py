@@ -29,7 +29,7 @@ from edgeaudio.backends.base import Backend, GraphRunner, check_feeds
 from edgeaudio.bundle import sha256_file
 from edgeaudio.errors import BackendUnavailable, EdgeAudioError, ExportError, UsageError
 from edgeaudio.hookspecs import hookimpl
-from edgeaudio.task import TensorSpec
+from edgeaudio.graphspec import TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ class TensorRTBackend(Backend):
             return False, f"{exc} ({exc.hint})" if exc.hint else str(exc)
         return True, f"TensorRT {info['tensorrt']} on {info['gpu']} (sm {info['capability']}, CUDA {info['cuda']})"
 
-    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any], task) -> GraphRunner:
+    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any]) -> GraphRunner:
         onnx_path = Path(bundle.path(artifact["files"]["model"]))
         precision = artifact["precision"]
         shapes = self.profile_shapes(graph)

@@ -1,5 +1,6 @@
-"""Torch backend: the reference. Rebuilds the task's model from the bundle's safetensors weights
-and runs the graph's module eagerly, so export parity and benchmark ratios have a baseline."""
+"""Torch backend: the reference. Runs a graph's torch module eagerly on the bundle's safetensors
+weights, so export parity and benchmark ratios have a baseline. The module comes from the
+``modules`` option (the runtime asks the task plugin for it); this backend knows no task."""
 
 from __future__ import annotations
 
@@ -43,16 +44,14 @@ class TorchBackend(Backend):
             return False, 'torch is not installed (pip install "edgeaudio[torch]")'
         return True, f"torch {torch.__version__}"
 
-    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any], task) -> GraphRunner:
-        model = task.load_model(str(bundle.path(artifact["files"]["weights"])))
-        for spec in task.graphs(model):
-            if spec.name == graph["name"]:
-                if spec.module is None:
-                    raise BundleError(f"graph '{spec.name}' has no torch module (it was brought as ONNX)")
-                names_in = [t["name"] for t in graph["inputs"]]
-                names_out = [t["name"] for t in graph["outputs"]]
-                return TorchGraph(spec.module, names_in, names_out, self.options.get("threads"))
-        raise BundleError(f"task '{task.name}' no longer defines graph '{graph['name']}'", hint="re-export the bundle")
+    def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any]) -> GraphRunner:
+        modules = self.options.get("modules")
+        if modules is None:
+            raise BundleError("the torch backend needs the graph's module (option 'modules'); load bundles with edgeaudio.load")
+        module = modules(graph["name"], str(bundle.path(artifact["files"]["weights"])))
+        names_in = [t["name"] for t in graph["inputs"]]
+        names_out = [t["name"] for t in graph["outputs"]]
+        return TorchGraph(module, names_in, names_out, self.options.get("threads"))
 
 
 @hookimpl

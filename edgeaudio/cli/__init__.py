@@ -56,12 +56,11 @@ def _attach_plugin_commands() -> None:
     """Let plugins add commands; a plugin whose hook fails is reported, not fatal."""
     from edgeaudio import registry
 
-    pm = registry.get_plugin_manager()
-    for impl in pm.hook.register_commands.get_hookimpls():
+    for plugin_name, call in registry.each_plugin("register_commands"):
         try:
-            impl.function(cli)
+            call(cli=cli)
         except Exception as exc:
-            registry.record_failure(impl.plugin_name, f"register_commands: {type(exc).__name__}: {exc}")
+            registry.record_failure(plugin_name, f"register_commands: {type(exc).__name__}: {exc}")
 
 
 _attach_builtin_commands()

@@ -22,13 +22,10 @@ def _fmt(value, spec: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def command(bundle, backends, precisions, seconds, chunk_ms, threads, validate, as_json):
     """Benchmark BUNDLE on every backend and precision it holds, side by side with torch eager."""
-    from edgeaudio.bench import run_bench
-    from edgeaudio.runtime import task_for_bundle
-    from edgeaudio.bundle import load_bundle
+    from edgeaudio.api import bench
 
-    validation = task_for_bundle(load_bundle(bundle)).validation_set() if validate else None
-    report = run_bench(bundle, backends=backends or None, precisions=precisions or None, seconds=seconds,
-                       chunk_ms=chunk_ms, threads=threads, validation=validation, log=note)
+    report = bench(bundle, validate=validate, backends=backends or None, precisions=precisions or None, seconds=seconds,
+                   chunk_ms=chunk_ms, threads=threads, log=note)
     if as_json:
         emit_json(report)
         return

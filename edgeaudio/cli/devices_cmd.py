@@ -14,10 +14,10 @@ from edgeaudio.cli.output import emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def command(live: bool, as_json: bool):
     """List device profiles (compute targets and microphone arrays)."""
-    from edgeaudio.profiles import ArrayProfile, host_target, load_profiles, match_live_devices
+    from edgeaudio.profiles import ArrayProfile, load_profiles, match_live_devices, this_host
 
     profiles = load_profiles()
-    host, reason = host_target()
+    host, reason = this_host()
     matches = match_live_devices() if live else []
     if as_json:
         data = {

@@ -47,10 +47,10 @@ def _portaudio() -> dict:
 def report() -> dict:
     from edgeaudio.backends.base import backends
     from edgeaudio.exporters.base import export_targets
-    from edgeaudio.profiles import host_target
+    from edgeaudio.profiles import this_host
     from edgeaudio.tasks import task_classes
 
-    host, reason = host_target()
+    host, reason = this_host()
     return {
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",

@@ -14,16 +14,11 @@ from edgeaudio.cli.output import emit_json, note
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def command(bundle, backend, precision, as_json):
     """Evaluate BUNDLE on the task's validation set."""
-    from edgeaudio.runtime import load
+    from edgeaudio.api import evaluate, load
 
     session = load(bundle, backend=backend, precision=precision)
     note(f"backend: {session.reason}")
-    dataset = session.task.validation_set()
-    if dataset is None:
-        from edgeaudio.errors import UsageError
-
-        raise UsageError(f"task '{session.task.name}' has no validation set to evaluate on")
-    metrics = session.task.evaluate(session.runner, dataset)
+    metrics = evaluate(session)
     if as_json:
         emit_json({"backend": session.backend, "precision": session.precision, "metrics": metrics})
         return

@@ -15,23 +15,14 @@ from edgeaudio.cli.output import emit_json, note
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="safetensors weights (default: the task's shipped ones).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Bundle directory (default: bundles/TASK-TARGET).")
 @click.option("--archive", is_flag=True, help="Also write the single-file .eab archive.")
-@click.option("--device", "array", help="Array tasks (seld): the microphone array whose model to export.")
+@click.option("--device", "array", help="For tasks trained per microphone array: the array whose model to export.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def command(task, target, precisions, backends, checkpoint, output, archive, array, as_json):
     """Export TASK to a bundle for a target profile, with parity and accuracy checks."""
     from edgeaudio.api import export
 
-    config = None
-    if array:
-        from edgeaudio.errors import UsageError
-        from edgeaudio.profiles import get_array
-        from edgeaudio.tasks import get_task
-
-        if "array" not in get_task(task).config:
-            raise UsageError(f"task '{task}' is not trained per microphone array; --device does not apply", hint="leave it out")
-        config = {"array": get_array(array, live_devices=[])[0].name}
     result = export(task, target=target, precisions=precisions or None, backends=backends or None,
-                    checkpoint=checkpoint, output=output, archive=archive, config=config, log=note)
+                    checkpoint=checkpoint, output=output, archive=archive, array=array, log=note)
     if as_json:
         emit_json({"bundle": str(result.bundle_dir), "archive": str(result.archive) if result.archive else None, "manifest": result.manifest})
         return

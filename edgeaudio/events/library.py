@@ -1,4 +1,4 @@
-"""Event libraries: folders of labelled clips that scene synthesis, captioning and TTA draw from.
+"""Event libraries: folders of labelled clips that synthesised training data draws from.
 
 Layout: one sub-folder per class, any number of clips in each, at any sample rate, as WAV, FLAC or
 OGG. Clips cut from one longer recording carry its name before a double underscore

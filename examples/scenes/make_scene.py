@@ -21,7 +21,7 @@ from edgeaudio.audio.recording_array import write_tagged
 from edgeaudio.plugins.seld.task import SeldTask
 from edgeaudio.plugins.seld.train import heldout_library, scene_config
 from edgeaudio.profiles import get_array
-from edgeaudio.scenes import render_scene, write_csv
+from edgeaudio.plugins.seld.scenes import render_scene, write_csv
 
 SEED = 2026
 SECONDS = 20.0

@@ -15,20 +15,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS = Path(__file__).parent / "weights" / "bwe.safetensors"
 MODEL_KEYS = ("n_fft", "channels", "blocks", "kernel", "lookahead")
 VALIDATION_ITEMS, VALIDATION_SECONDS = 16, 3.0
 
 
+@dataclass(frozen=True)
+class BweTrainOptions:
+    """The options of ``edgeaudio train bwe`` (see train.py for the recipe)."""
+
+    epochs: int = field(default=30, metadata={"help": "Passes, each over fresh training crops.", "min": 1})
+    items: int = field(default=1600, metadata={"help": "Training crops per epoch.", "min": 1})
+    batch_size: int = field(default=16, metadata={"help": "Crops per training step.", "min": 1})
+    seconds: float = field(default=1.0, metadata={"help": "Length of each training crop in seconds.", "min": 0})
+    lr: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW, cosine decay to 5 %).", "min": 0})
+    seed: int = field(default=0, metadata={"help": "Seed of the crops and the training.", "min": 0})
+    threads: int | None = field(default=None, metadata={
+        "help": "Torch threads (unset or 0: torch's choice).", "min": 0})
+    corpus: str | None = field(default=None, metadata={
+        "help": "The speech corpus folder (default: the cache's, built on first use)."})
+    ship: bool = field(default=False, metadata={
+        "help": "Copy the best weights and the summary into the package as the shipped default."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
 class BweTask(Task):
     name = "bwe"
+    input_kind = InputKind.STREAM
+    result_kind = ResultKind.WAVEFORM
     version = "1"
     description = "bandwidth extension: narrowband (8 kHz, telephone) speech to wideband 16 kHz, streaming"
     sample_rate = 16000
@@ -167,8 +189,10 @@ class BweTask(Task):
         items = results if isinstance(results, list) else [results]
         return np.concatenate([np.asarray(r["audio"], np.float32) for r in items] or [np.zeros((1, 0), np.float32)], axis=1)
 
-    def train(self, out_dir: str, **options: Any) -> dict[str, Any]:
+    train_options = BweTrainOptions
+
+    def train(self, out_dir: str, options: BweTrainOptions | None = None) -> dict[str, Any]:
         """Build the corpus, train with the shared loop, and optionally ship weights (see train.py)."""
         from edgeaudio.plugins.bwe.train import train_bwe
 
-        return train_bwe(self, out_dir, **options)
+        return train_bwe(self, out_dir, options or BweTrainOptions())

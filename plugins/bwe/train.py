@@ -35,6 +35,7 @@ from edgeaudio.plugins.bwe.data import (
     telephone_input,
     utterances,
 )
+from edgeaudio.plugins.bwe.task import BweTrainOptions
 
 TEST_SECONDS, TEST_PER_VOICE = 4.0, 8
 VAL_SECONDS, VAL_PER_VOICE, VAL_ITEMS = 3.0, 2, 8
@@ -42,38 +43,27 @@ MR_RESOLUTIONS = (256, 512, 1024)
 EXTENSION_GAINS_DB = (0.0, -3.0, -6.0, -9.0, -12.0)
 
 
-def train_bwe(
-    task,
-    out_dir: str,
-    epochs: int = 30,
-    items: int = 1600,
-    batch_size: int = 16,
-    seconds: float = 1.0,
-    lr: float = 2e-3,
-    seed: int = 0,
-    threads: int | None = None,
-    corpus: str | None = None,
-    ship: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train ``epochs`` x ``items`` crops; return the result summary (and ship it when asked)."""
+def train_bwe(task, out_dir: str, options: BweTrainOptions) -> dict[str, Any]:
+    """Train ``options.epochs`` x ``options.items`` crops (``options``: those of ``edgeaudio train
+    bwe``); return the result summary (and ship it when asked)."""
     import torch
 
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights
 
-    if threads:
-        torch.set_num_threads(int(threads))
-    root = Path(corpus) if corpus else default_corpus(progress=progress)
+    o = options
+    if o.threads:
+        torch.set_num_threads(int(o.threads))
+    root = Path(o.corpus) if o.corpus else default_corpus(progress=o.progress)
     clips = read_corpus(root)
     train = [c for c in clips if c.split == "train"]
     validation = [(telephone_input(w), w) for _, w in utterances([c for c in clips if c.split == "val"],
                                                                    VAL_SECONDS, VAL_PER_VOICE)[:VAL_ITEMS]]
     model = type(task)({**task.config, "extension_gain_db": 0.0}).build_model()  # learn the true level
-    optimizer_factory, cosine_lr = cosine_adamw(lr, epochs, floor=0.05)  # decay to 5 % over the run
+    optimizer_factory, cosine_lr = cosine_adamw(o.lr, o.epochs, floor=0.05)  # decay to 5 % over the run
 
-    config = TrainConfig(out_dir, epochs, batch_size=batch_size, lr=lr, seed=seed, grad_clip=1.0,
-                         best_metric="val_lsd", best_mode="min", progress=progress, log_every=10)
-    result = fit(model, TrainPairs(train, seconds, items), bwe_loss, config,
+    config = TrainConfig(out_dir, o.epochs, batch_size=o.batch_size, lr=o.lr, seed=o.seed, grad_clip=1.0,
+                         best_metric="val_lsd", best_mode="min", progress=o.progress, log_every=10)
+    result = fit(model, TrainPairs(train, o.seconds, o.items), bwe_loss, config,
                  val_fn=lambda net: validation_metrics(net, validation),
                  optimizer_factory=optimizer_factory, on_epoch_end=cosine_lr)
     load_weights(model, result.best_checkpoint or result.last_checkpoint)
@@ -83,17 +73,17 @@ def train_bwe(
         [c for c in clips if c.split == "test"], TEST_SECONDS, TEST_PER_VOICE)]
     summary = {
         "command": "edgeaudio train bwe " + " ".join(sys.argv[3:]) if sys.argv[1:2] == ["train"] else " ".join(sys.argv),
-        "seed": seed,
+        "seed": o.seed,
         "config": {key: task.config[key] for key in task.default_config()},
-        "training": {"epochs": epochs, "items_per_epoch": items, "batch_size": batch_size, "crop_seconds": seconds,
-                     "lr": lr, "epochs_run": len(result.history), "best_epoch": _best_epoch(result.history),
+        "training": {"epochs": o.epochs, "items_per_epoch": o.items, "batch_size": o.batch_size, "crop_seconds": o.seconds,
+                     "lr": o.lr, "epochs_run": len(result.history), "best_epoch": _best_epoch(result.history),
                      "wall_minutes": round(sum(r["seconds"] for r in result.history) / 60, 1)},
         "data": corpus_summary(root, clips),
         "extension_gain_choice": choice,
         "heldout_metrics": heldout_metrics(model, test),
     }
     (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
-    if ship:
+    if o.ship:
         ship_weights(result.best_checkpoint or result.last_checkpoint, summary)
     return summary
 

@@ -16,12 +16,13 @@ leaving events out. The result lists those classes as ``events``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeaudio.task import Graph, MetricGate, StatePair, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "caption.safetensors"
@@ -39,8 +40,40 @@ LEGACY = {"stem": "conv1d"}  # what a sidecar written before a key existed was t
 TAG_GUIDANCE, TAG_WORD_BONUS = 3.0, 0.0
 
 
+@dataclass(frozen=True)
+class CaptionTrainOptions:
+    """The options of ``edgeaudio train caption`` (see train.py for the recipe)."""
+
+    clips: int = field(default=3000, metadata={"help": "Training clips to compose from the event library.", "min": 1})
+    test_clips: int = field(default=100, metadata={
+        "help": "Held-out clips to compose (with --captions-csv: at most a fifth of its clips).", "min": 1})
+    epochs: int = field(default=40, metadata={"help": "Passes over the training clips.", "min": 1})
+    seed: int = field(default=0, metadata={"help": "Seed of the composition and the training.", "min": 0})
+    batch_size: int = field(default=32, metadata={"help": "Clips per training step.", "min": 1})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW, cosine decay).", "min": 0})
+    library: str | None = field(default=None, metadata={
+        "help": "Event library folder to compose from (default: the built-in one)."})
+    captions_csv: str | None = field(default=None, metadata={
+        "help": "Train on real captioned audio instead: its Clotho or AudioCaps captions CSV (with --audio-dir)."})
+    captions_format: str = field(default="clotho", metadata={
+        "help": "Layout of --captions-csv.", "choices": ("clotho", "audiocaps")})
+    audio_dir: str | None = field(default=None, metadata={
+        "help": "Folder holding the clips that --captions-csv names."})
+    threads: int = field(default=1, metadata={
+        "help": "Torch threads (1 is fastest on a machine shared with other jobs; 0: torch's choice).", "min": 0})
+    stem: str | None = field(default=None, metadata={
+        "help": "The encoder's stem (default: the task config's).", "choices": ("conv2d", "conv1d")})
+    workers: int = field(default=1, metadata={
+        "help": "Processes composing the training clips (the same clips as one process makes).", "min": 1})
+    device: str = field(default="cpu", metadata={
+        "help": "Where to train: cpu, cuda, cuda:N or auto (the clips are composed on the CPU)."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
 class CaptionTask(Task):
     name = "caption"
+    input_kind = InputKind.CLIP
+    result_kind = ResultKind.TEXT
     version = "1"
     description = "audio captioning: one sentence describing the clip (audio encoder + Transformer decoder)"
     sample_rate = 16000
@@ -53,7 +86,7 @@ class CaptionTask(Task):
         vocabulary fits them), else the architecture defaults with the synthesized captions'
         vocabulary. Beam 3 scored CIDEr-D 1.36 against greedy's 1.29 on the benchmark set (edition-2 weights) for
         ~6 ms more per 10 s clip (benchmarks/caption_eval.py)."""
-        from edgeaudio.events.build_library import LATEST_EDITION
+        from edgeaudio.events.editions import LATEST_EDITION
 
         search = {"beam": 3, "length_penalty": 1.0, "tag_guidance": TAG_GUIDANCE,
                   "tag_word_bonus": TAG_WORD_BONUS, "tag_threshold": 0.5}
@@ -61,8 +94,8 @@ class CaptionTask(Task):
         if WEIGHTS.is_file() and sidecar.is_file():
             trained = self.trained_config(json.loads(sidecar.read_text()))
             return {**search, **{k: trained[k] for k in (*MODEL_KEYS, "seed", "library_edition")}}
-        from edgeaudio.plugins.caption.data import EVENT_KEYWORDS, caption_words
-        from edgeaudio.plugins.caption.tokenizer import Vocabulary
+        from edgeaudio.plugins.shared.captions import EVENT_KEYWORDS, caption_words
+        from edgeaudio.plugins.shared.vocabulary import Vocabulary
 
         return {
             **search,
@@ -75,13 +108,13 @@ class CaptionTask(Task):
     @classmethod
     def trained_config(cls, sidecar: Mapping[str, Any]) -> dict[str, Any]:
         """The sidecar's config, with LEGACY values for keys added since and its library edition."""
-        from edgeaudio.events.build_library import edition_of
+        from edgeaudio.events.editions import edition_of
 
         return {**LEGACY, **super().trained_config(sidecar), "library_edition": edition_of(sidecar)}
 
     @property
     def vocabulary(self):
-        from edgeaudio.plugins.caption.tokenizer import Vocabulary
+        from edgeaudio.plugins.shared.vocabulary import Vocabulary
 
         return Vocabulary(self.config["vocab"])
 
@@ -190,7 +223,7 @@ class CaptionTask(Task):
 
     def evaluate(self, runner, dataset) -> dict[str, float]:
         """Caption metrics against the references, and event P/R/F1 where clips carry labels."""
-        from edgeaudio.plugins.caption.data import EVENT_KEYWORDS
+        from edgeaudio.plugins.shared.captions import EVENT_KEYWORDS
         from edgeaudio.plugins.caption.metrics import caption_scores, event_scores
 
         captions = [self.decode(self.process(runner, clip.audio[None]))["caption"] for clip in dataset]
@@ -234,7 +267,7 @@ class CaptionTask(Task):
     def _guide(self, probs: np.ndarray):
         """The search's bias for a hypothesis: per likely class it has not named, ``<eos>`` lowered
         by ``tag_guidance`` and the class's one-word keywords raised by ``tag_word_bonus``."""
-        from edgeaudio.plugins.caption.data import EVENT_KEYWORDS
+        from edgeaudio.plugins.shared.captions import EVENT_KEYWORDS
         from edgeaudio.plugins.caption.metrics import mentioned_classes
 
         likely, vocab = set(self._likely(probs)), self.vocabulary
@@ -264,11 +297,13 @@ class CaptionTask(Task):
             result["events"] = [{"class": tag, "probability": round(p, 3)} for tag, p in sorted(likely.items(), key=lambda kv: -kv[1])]
         return result
 
-    def train(self, out_dir: str, **options: Any) -> dict[str, Any]:
+    train_options = CaptionTrainOptions
+
+    def train(self, out_dir: str, options: CaptionTrainOptions | None = None) -> dict[str, Any]:
         """Compose captioned clips from the event library, train, write weights + vocab + sidecar."""
         from edgeaudio.plugins.caption.train import train_caption
 
-        return train_caption(self, out_dir, **options)
+        return train_caption(self, out_dir, options or CaptionTrainOptions())
 
 
 def example_clip(seconds: float = 2.0) -> np.ndarray:

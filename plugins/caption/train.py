@@ -24,58 +24,18 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeaudio.errors import UsageError
-from edgeaudio.events import EventLibrary
+from edgeaudio.plugins.caption.task import CaptionTrainOptions
+from edgeaudio.plugins.shared.event_library import library_packages, open_library
 
-TEST_FRACTION = 0.2
 SLICE = 250  # training clips composed at once
 
 
-def open_library(
-    path: str | Path | None = None, held_out: bool | None = None, edition: int | None = None
-) -> EventLibrary:
-    """The event library at 16 kHz (default: the built-in one in ``edition``, the latest by default,
-    built into the cache on first use); ``held_out`` True/False picks the test/train half of the
-    seed-0 split by recording."""
-    from edgeaudio.events.build_library import LATEST_EDITION, ensure_builtin
-
-    if path is None:
-        path = ensure_builtin(edition=edition or LATEST_EDITION)
-    library = EventLibrary.from_folder(path, sample_rate=16000)
-    if held_out is None:
-        return library
-    train, test = library.split(TEST_FRACTION, seed=0)
-    return test if held_out else train
-
-
-def library_packages(root: Path) -> dict[str, Any]:
-    """Package, version and licences of the recordings the library was cut from (its
-    SOURCES.json), so shipped weights say what they were derived from."""
-    sources = Path(root) / "SOURCES.json"
-    return json.loads(sources.read_text()).get("packages", {}) if sources.is_file() else {}
-
-
 def train_caption(
-    task,
-    out_dir: str | Path,
-    clips: int = 3000,
-    test_clips: int = 100,
-    epochs: int = 40,
-    seed: int = 0,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    library: str | None = None,
-    captions_csv: str | None = None,
-    captions_format: str = "clotho",
-    audio_dir: str | None = None,
-    threads: int | None = 1,
-    stem: str | None = None,
-    workers: int = 1,
-    device: str = "cpu",
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    task, out_dir: str | Path, options: CaptionTrainOptions, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Train and write ``caption.safetensors`` + vocab + sidecar under ``out_dir``; returns the
-    sidecar. ``threads``: torch threads (1 is fastest on a machine shared with other jobs).
+    """Train with ``options`` (those of ``edgeaudio train caption``) and write
+    ``caption.safetensors`` + vocab + sidecar under ``out_dir``; returns the sidecar.
+    ``threads``: torch threads (1 is fastest on a machine shared with other jobs).
     ``stem``: the encoder's stem, ``conv2d`` or ``conv1d`` (default: the task config's).
     ``workers``: processes composing the training clips (the same clips as one process makes).
     ``device``: where to train (``cpu``, ``cuda``, ``auto``); the clips are composed on the CPU."""
@@ -86,34 +46,35 @@ def train_caption(
     from edgeaudio.plugins.caption.tokenizer import Vocabulary
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, seed_everything
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    o = options
+    if o.threads:
+        torch.set_num_threads(int(o.threads))
     out = Path(out_dir)
-    if stem is not None:
-        task.config["stem"] = stem
-    command = dict(clips=clips, test_clips=test_clips, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-                   library=library, captions_csv=captions_csv, audio_dir=audio_dir, stem=stem,
-                   device=None if device == "cpu" else device)  # fmt: skip
-    if captions_csv:
-        command["captions_format"] = captions_format
+    if o.stem is not None:
+        task.config["stem"] = o.stem
+    command = dict(clips=o.clips, test_clips=o.test_clips, epochs=o.epochs, seed=o.seed, batch_size=o.batch_size, lr=o.lr,
+                   library=o.library, captions_csv=o.captions_csv, audio_dir=o.audio_dir, stem=o.stem,
+                   device=None if o.device == "cpu" else o.device)  # fmt: skip
+    if o.captions_csv:
+        command["captions_format"] = o.captions_format
     frontend = _frontend(task)
-    if captions_csv:
-        train_set, test_set, data = _real_data(captions_csv, captions_format, audio_dir, test_clips, seed)
+    if o.captions_csv:
+        train_set, test_set, data = _real_data(o.captions_csv, o.captions_format, o.audio_dir, o.test_clips, o.seed)
         features, captions = _features(frontend, train_set), [clip.captions for clip in train_set]
     else:
-        log(f"composing {clips} training clips (augmented) and {test_clips} held-out clips from the event library")
-        edition = training_edition(library)
+        log(f"composing {o.clips} training clips (augmented) and {o.test_clips} held-out clips from the event library")
+        edition = training_edition(o.library)
         if edition:
             task.config["library_edition"] = edition
-        train_library = open_library(library, held_out=False)
-        features, captions = _compose(train_library, clips, seed, frontend, workers, progress)
-        test_set = synthesize_set(open_library(library, held_out=True), test_clips, seed + 1)
-        data = {"library": str(library or "builtin"), "library_edition": edition, "train_clips": clips, "test_clips": test_clips, "clip_seconds": 10.0,
+        train_library = open_library(o.library, held_out=False)
+        features, captions = _compose(train_library, o.clips, o.seed, frontend, o.workers, o.progress)
+        test_set = synthesize_set(open_library(o.library, held_out=True), o.test_clips, o.seed + 1)
+        data = {"library": str(o.library or "builtin"), "library_edition": edition, "train_clips": o.clips, "test_clips": o.test_clips, "clip_seconds": 10.0,
                 "augment": "speed 0.8-1.25x, spectral tilt, SpecAugment masks",
                 "library_packages": library_packages(train_library.root)}  # fmt: skip
     vocab = Vocabulary.build(c for refs in captions for c in refs)
-    task.config.update(vocab=vocab.words, seed=seed)
-    seed_everything(seed)
+    task.config.update(vocab=vocab.words, seed=o.seed)
+    seed_everything(o.seed)
     model = task.build_model()
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(vocab)} words")
     test_features = _features(frontend, test_set)
@@ -132,9 +93,9 @@ def train_caption(
         captions = greedy_captions(net, test_features, vocab, task.config["max_tokens"])
         return _scores(captions, test_set)
 
-    config = TrainConfig(out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed, grad_clip=1.0,
-                         best_metric="val_cider_d", best_mode="max", progress=progress, device=device)  # fmt: skip
-    factory, on_epoch_end = cosine_adamw(config.lr, epochs, floor=0.02, weight_decay=config.weight_decay, clipped=True)
+    config = TrainConfig(out, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=0.01, seed=o.seed, grad_clip=1.0,
+                         best_metric="val_cider_d", best_mode="max", progress=o.progress, device=o.device)  # fmt: skip
+    factory, on_epoch_end = cosine_adamw(config.lr, o.epochs, floor=0.02, weight_decay=config.weight_decay, clipped=True)
     result = fit(model, dataset, loss_fn, config, val_fn=val_fn, optimizer_factory=factory, on_epoch_end=on_epoch_end)
     best = result.best_checkpoint or result.last_checkpoint
     from edgeaudio.training.loop import load_weights
@@ -147,7 +108,7 @@ def train_caption(
     vocab.save(out / "caption.vocab.json")
     sidecar = {
         "command": "edgeaudio train caption " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in command.items() if v is not None),
-        "seed": seed, "data": data, "config": task.config, "held_out_metrics": metrics,
+        "seed": o.seed, "data": data, "config": task.config, "held_out_metrics": metrics,
         "epochs": len(result.history), "history": result.history,
     }  # fmt: skip
     (out / "caption.json").write_text(json.dumps(sidecar, indent=1) + "\n")

@@ -15,13 +15,14 @@ them out). Behaviour on awkward input:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from edgeaudio.errors import AudioInputError
-from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 VALIDATION_DIR = Path(__file__).parent / "validation"
@@ -32,8 +33,37 @@ BINS = 257
 MODEL_KEYS = ("conv_channels", "gru_hidden", "gru_layers")
 
 
+@dataclass(frozen=True)
+class EnhanceTrainOptions:
+    """The options of ``edgeaudio train enhance`` (see train.py for the recipe)."""
+
+    epochs: int = field(default=30, metadata={"help": "Passes, each over fresh mixtures.", "min": 1})
+    items: int = field(default=1600, metadata={"help": "Mixtures (or crops of --pairs) per epoch.", "min": 1})
+    seconds: float = field(default=4.0, metadata={"help": "Length of each training item in seconds.", "min": 0})
+    batch_size: int = field(default=16, metadata={"help": "Items per training step.", "min": 1})
+    lr: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW, cosine decay).", "min": 0})
+    seed: int = field(default=0, metadata={"help": "Seed of the mixing and the training.", "min": 0})
+    corpus: str | None = field(default=None, metadata={
+        "help": "A built speech + noise corpus folder (default: the cache's, built on first use)."})
+    pairs: str | None = field(default=None, metadata={
+        "help": "Train on random crops of this paired noisy/clean folder instead of mixing."})
+    test_pairs: str | None = field(default=None, metadata={
+        "help": "Paired folder scored at the end (default: the corpus's test set; with --pairs, the shipped one)."})
+    threads: int = field(default=1, metadata={
+        "help": "Torch threads (1 leaves the other cores to the machine's other work).", "min": 1})
+    test_clips: int | None = field(default=None, metadata={
+        "help": "Score only the first N held-out test clips.", "min": 1})
+    init: str | None = field(default=None, metadata={
+        "help": "Weights to fine-tune from: a .safetensors file, or 'default' for the shipped ones."})
+    ship: bool = field(default=False, metadata={
+        "help": "Also copy the weights into the package as the shipped default."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
 class EnhanceTask(Task):
     name = "enhance"
+    input_kind = InputKind.STREAM
+    result_kind = ResultKind.WAVEFORM
     version = "1"
     description = "speech enhancement for one microphone (streaming complex-mask GRU, 16 ms hop, 32 ms latency)"
     sample_rate = 16000
@@ -134,11 +164,13 @@ class EnhanceTask(Task):
         items = results if isinstance(results, list) else [results]
         return np.concatenate([np.asarray(r["audio"], np.float32) for r in items] or [np.zeros(0, np.float32)])
 
-    def train(self, out_dir: str, **options: Any) -> dict[str, Any]:
+    train_options = EnhanceTrainOptions
+
+    def train(self, out_dir: str, options: EnhanceTrainOptions | None = None) -> dict[str, Any]:
         """Mix, train and write weights + sidecar (see train.py)."""
         from edgeaudio.plugins.enhance.train import train_enhance
 
-        return train_enhance(self, out_dir, **options)
+        return train_enhance(self, out_dir, options or EnhanceTrainOptions())
 
 
 def enhance_audio(graph, audio: np.ndarray) -> np.ndarray:

@@ -18,31 +18,17 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeaudio.errors import UsageError
+from edgeaudio.plugins.enhance.task import EnhanceTrainOptions
 
 COMPRESSION = 0.3  # power-law compression of spectral magnitudes in the loss (GTCRN's)
 SI_SDR_WEIGHT = 0.5  # per dB: the waveform term the acceptance metric judges, about as large as the spectral ones
 
 
 def train_enhance(
-    task,
-    out_dir: str | Path,
-    epochs: int = 30,
-    items: int = 1600,
-    seconds: float = 4.0,
-    batch_size: int = 16,
-    lr: float = 2e-3,
-    seed: int = 0,
-    corpus: str | None = None,
-    pairs: str | None = None,
-    test_pairs: str | None = None,
-    threads: int = 1,
-    test_clips: int | None = None,
-    init: str | None = None,
-    ship: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    task, out_dir: str | Path, options: EnhanceTrainOptions, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Train the enhancer; returns the sidecar written next to the final weights.
+    """Train the enhancer with ``options`` (those of ``edgeaudio train enhance``); returns the
+    sidecar written next to the final weights.
 
     ``items``: mixtures per epoch. ``corpus``: a built corpus (default: the cache's, built on
     first use). ``pairs``: train on a paired noisy/clean folder instead. ``test_pairs``: the
@@ -60,41 +46,44 @@ def train_enhance(
     from edgeaudio.plugins.enhance.task import VALIDATION_DIR
     from edgeaudio.training import load_init
 
-    torch.set_num_threads(int(threads))
+    o = options
+    torch.set_num_threads(int(o.threads))
     out = Path(out_dir)
-    command = _command(out, epochs=epochs, items=items, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed,
-                       corpus=corpus, pairs=pairs, test_pairs=test_pairs, threads=threads, test_clips=test_clips,
-                       init=init, ship=ship or None)
+    command = _command(out, epochs=o.epochs, items=o.items, seconds=o.seconds, batch_size=o.batch_size, lr=o.lr,
+                       seed=o.seed, corpus=o.corpus, pairs=o.pairs, test_pairs=o.test_pairs, threads=o.threads,
+                       test_clips=o.test_clips, init=o.init, ship=o.ship or None)
     started = time.perf_counter()
-    corpus_dir = Path(corpus) if corpus else default_corpus()
-    if pairs:
-        dataset = PairCrops(read_pairs(pairs), items, seconds)
-        data_info = {"source": str(pairs), "pairs": len(dataset.pairs)}
-        test_dir = Path(test_pairs) if test_pairs else VALIDATION_DIR
+    corpus_dir = Path(o.corpus) if o.corpus else default_corpus()
+    if o.pairs:
+        dataset = PairCrops(read_pairs(o.pairs), o.items, o.seconds)
+        data_info = {"source": str(o.pairs), "pairs": len(dataset.pairs)}
+        test_dir = Path(o.test_pairs) if o.test_pairs else VALIDATION_DIR
     else:
-        _ensure_corpus(corpus_dir, explicit=corpus is not None, log=log)
-        dataset = MixtureDataset(Pools.load(corpus_dir, "train"), items, seconds)
+        _ensure_corpus(corpus_dir, explicit=o.corpus is not None, log=log)
+        dataset = MixtureDataset(Pools.load(corpus_dir, "train"), o.items, o.seconds)
         data_info = _corpus_info(corpus_dir)
-        test_dir = Path(test_pairs) if test_pairs else corpus_dir / "test"
+        test_dir = Path(o.test_pairs) if o.test_pairs else corpus_dir / "test"
     model = task.build_model()
-    start = load_init(model, init, task.default_checkpoint()) if init else None
+    start = load_init(model, o.init, task.default_checkpoint()) if o.init else None
     if start:
         log(f"initialised from {start['path']}")
-    log(f"training {parameter_count(model):,} parameters on {items} fresh {seconds:g} s mixtures per epoch for {epochs} epochs")
-    history = _fit(model, dataset, VALIDATION_DIR, out / "checkpoints", epochs, batch_size, lr, seed, progress)
+    log(f"training {parameter_count(model):,} parameters on {o.items} fresh {o.seconds:g} s mixtures per epoch "
+        f"for {o.epochs} epochs")
+    history = _fit(model, dataset, VALIDATION_DIR, out / "checkpoints", o.epochs, o.batch_size, o.lr, o.seed, o.progress)
     log(f"scoring the held-out pairs in {test_dir} (SI-SDR, PESQ, STOI, DNSMOS)")
-    metrics = heldout_metrics(model, test_dir, limit=test_clips, progress=progress)
+    metrics = heldout_metrics(model, test_dir, limit=o.test_clips, progress=o.progress)
     sidecar = {
         "task": task.name,
         "version": task.version,
         "config": task.config,
         "parameters": parameter_count(model),
         "command": command,
-        "seed": seed,
+        "seed": o.seed,
         "init": start,
         "data": data_info,
-        "training": {"epochs": epochs, "items_per_epoch": items, "seconds_per_item": seconds, "batch_size": batch_size,
-                     "lr": lr, "threads": threads, "wall_seconds": round(time.perf_counter() - started, 1), "history": history},
+        "training": {"epochs": o.epochs, "items_per_epoch": o.items, "seconds_per_item": o.seconds,
+                     "batch_size": o.batch_size, "lr": o.lr, "threads": o.threads,
+                     "wall_seconds": round(time.perf_counter() - started, 1), "history": history},
         "metrics": {"heldout": metrics},
     }
     from edgeaudio.training import save_weights
@@ -105,7 +94,7 @@ def train_enhance(
     overall = metrics["overall"]
     log(f"held-out: SI-SDR {overall['si_sdr']:.2f} dB (+{overall['si_sdr_i']:.2f}), PESQ {overall['pesq']:.2f}, "
         f"STOI {overall['stoi']:.3f}, DNSMOS OVRL {overall['dnsmos_ovrl']:.2f}")
-    if ship:
+    if o.ship:
         from edgeaudio.plugins.enhance.task import WEIGHTS_DIR
 
         WEIGHTS_DIR.mkdir(exist_ok=True)

@@ -12,3 +12,18 @@ def register_tasks(register):
     from edgeaudio.plugins.seld.task import SeldTask
 
     register(SeldTask)
+
+
+@hookimpl
+def register_sinks(register):
+    from edgeaudio.plugins.seld.sinks import AZIMUTH_PLOT, DCASE_FORMAT
+
+    register(DCASE_FORMAT)
+    register(AZIMUTH_PLOT)
+
+
+@hookimpl
+def register_sources(register):
+    from edgeaudio.plugins.seld.simulated import SIMULATED
+
+    register(SIMULATED)

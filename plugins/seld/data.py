@@ -1,7 +1,7 @@
 """SELD training data: recordings with DCASE metadata -> random crops with multi-ACCDOA ADPIT targets.
 
 Recordings come from a synthesized folder (``classes.json``, ``mic/*.wav``, ``metadata/*.csv``, as
-:func:`edgeaudio.scenes.synthesize_dataset` writes it) or a STARSS22/23 root. Targets follow the
+:func:`edgeaudio.plugins.seld.scenes.synthesize_dataset` writes it) or a STARSS22/23 root. Targets follow the
 DCASE baseline's ADPIT (auxiliary duplicating permutation invariant training): per frame and
 class, one instance goes to dummy track A0, two to B0/B1, three to C0/C1/C2, and the loss takes the
 best of the 13 ways to lay those onto the network's 3 output tracks, so the network never has to
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from edgeaudio.audio.files import read_audio
 from edgeaudio.errors import UsageError
-from edgeaudio.scenes.metadata import EventRow, read_csv
+from edgeaudio.plugins.seld.scenes.metadata import EventRow, read_csv
 
 from edgeaudio.plugins.seld.model import TRACKS
 

@@ -8,7 +8,7 @@ Layout::
 
 Audio is 4-channel, 24 kHz. Metadata rows are ``frame, class, source_index, azimuth, elevation`` in
 100 ms frames (STARSS22/23), or with a sixth ``distance`` column in centimetres (DCASE 2024). The CSV
-parsing is :mod:`edgeaudio.scenes.metadata`'s, so synthetic and real scenes share one reader.
+parsing is :mod:`edgeaudio.plugins.seld.scenes.metadata`'s, so synthetic and real scenes share one reader.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from edgeaudio.errors import UsageError
-from edgeaudio.scenes.metadata import EventRow, read_csv, write_csv
+from edgeaudio.plugins.seld.scenes.metadata import EventRow, read_csv, write_csv
 
 LabelSet = dict[int, list[tuple]]
 
@@ -53,7 +53,7 @@ def read_metadata_csv(path: str | Path) -> LabelSet:
 
     Empty lines are skipped; a malformed row raises UsageError naming the file and line. A 2024
     distance column is accepted and dropped, since label sets carry directions only (read it with
-    :func:`edgeaudio.scenes.metadata.read_csv` when it is needed).
+    :func:`edgeaudio.plugins.seld.scenes.metadata.read_csv` when it is needed).
     """
     labels: LabelSet = defaultdict(list)
     for row in read_csv(path):

@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeaudio.task import Graph, MetricGate, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 BLOCK = 1600  # 100 ms at 16 kHz: one DCASE label frame per graph block
 FRAME_SECONDS = 0.1
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_SIDECAR = WEIGHTS_DIR / "seld-respeaker-4mic.json"
+
+
+def shipped_classes() -> list[str]:
+    """The classes the shipped models detect, as their sidecar records them (the built-in event
+    library's classes, sorted; a test keeps the two equal), read without the data-building code."""
+    import json
+
+    return list(json.loads(DEFAULT_SIDECAR.read_text())["config"]["classes"])
 VALIDATION_SCENES = 12
 VALIDATION_SEED = 20240
 # Keys of the config that decide the network's shape and meaning; shipped weights fit a config
@@ -26,8 +36,41 @@ VALIDATION_SEED = 20240
 MODEL_KEYS = ("array", "classes", "n_mels", "conv_channels", "freq_pools", "gru_hidden", "gru_layers")
 
 
+@dataclass(frozen=True)
+class SeldTrainOptions:
+    """The options of ``edgeaudio train seld`` (see train.py for the recipe)."""
+
+    array: str = field(default="respeaker-4mic", metadata={
+        "help": "Microphone array profile to train for (see `edgeaudio devices`)."})
+    classes: list[str] | None = field(default=None, metadata={
+        "help": "Event classes to train on, comma-separated (default: all of the library's)."})
+    hours: float = field(default=0.5, metadata={"help": "Hours of 10 s training scenes to synthesize.", "min": 0})
+    epochs: int = field(default=20, metadata={"help": "Passes over the training scenes.", "min": 1})
+    seed: int = field(default=0, metadata={
+        "help": "Seed of the library split, the synthesis and the training.", "min": 0})
+    init: str | None = field(default=None, metadata={
+        "help": "Weights to fine-tune from: a .safetensors file, or 'default' for the array's shipped ones."})
+    library: str | None = field(default=None, metadata={
+        "help": "Event library folder to synthesize from (default: the built-in one)."})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "Train on this synthesized folder or STARSS root instead of synthesizing."})
+    test_scenes: int | None = field(default=None, metadata={
+        "help": "Held-out scenes to synthesize (default: 15 % of the training scenes, at least 8).", "min": 1})
+    batch_size: int = field(default=16, metadata={"help": "5 s crops per training step.", "min": 1})
+    lr: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW, cosine decay).", "min": 0})
+    workers: int = field(default=2, metadata={"help": "Processes synthesizing scenes.", "min": 1})
+    threads: int | None = field(default=None, metadata={
+        "help": "Torch threads for training (unset or 0: torch's choice).", "min": 0})
+    val_every: int = field(default=5, metadata={
+        "help": "Score the held-out scenes every this many epochs (and after the last).", "min": 1})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
 class SeldTask(Task):
     name = "seld"
+    input_kind = InputKind.STREAM
+    result_kind = ResultKind.EVENTS
+    per_array = True
     version = "1"
     description = "sound event localization and detection for a mic array (streaming CRNN, multi-ACCDOA)"
     sample_rate = 16000
@@ -40,11 +83,9 @@ class SeldTask(Task):
         self.channels = profile.num_mics
 
     def default_config(self) -> dict[str, Any]:
-        from edgeaudio.plugins.seld.train import builtin_classes
-
         return {
             "array": "respeaker-4mic",
-            "classes": builtin_classes(),
+            "classes": shipped_classes(),
             "n_mels": 64,
             "conv_channels": [32, 64, 64],
             "freq_pools": [4, 4, 2],
@@ -189,11 +230,13 @@ class SeldTask(Task):
             frames.append({"frame": frame, "time_s": round(frame * FRAME_SECONDS, 3), "events": events})
         return frames
 
-    def train(self, out_dir: str, **options: Any) -> dict[str, Any]:
+    train_options = SeldTrainOptions
+
+    def train(self, out_dir: str, options: SeldTrainOptions | None = None) -> dict[str, Any]:
         """Synthesize scenes for an array, train, and write weights + sidecar (see train.py)."""
         from edgeaudio.plugins.seld.train import train_seld
 
-        return train_seld(self, out_dir, **options)
+        return train_seld(self, out_dir, options or SeldTrainOptions())
 
 
 def seld_scores(items: list[tuple[np.ndarray, dict]], num_classes: int) -> dict[str, float]:

@@ -20,7 +20,8 @@ import numpy as np
 
 from edgeaudio.errors import UsageError
 from edgeaudio.events import EventLibrary
-from edgeaudio.scenes import SceneConfig, synthesize_dataset
+from edgeaudio.plugins.seld.scenes import SceneConfig, synthesize_dataset
+from edgeaudio.plugins.seld.task import SeldTask, SeldTrainOptions
 
 SCENE_SECONDS = 10.0
 TEST_FRACTION = 0.15
@@ -85,30 +86,14 @@ def synthesize(folder: Path, config: SceneConfig, library: EventLibrary, positio
 
 
 def train_seld(
-    task,
-    out_dir: str | Path,
-    array: str = "respeaker-4mic",
-    classes: list[str] | str | None = None,
-    hours: float = 0.5,
-    epochs: int = 20,
-    seed: int = 0,
-    init: str | None = None,
-    library: str | None = None,
-    data_dir: str | None = None,
-    test_scenes: int | None = None,
-    batch_size: int = 16,
-    lr: float = 2e-3,
-    workers: int = 2,
-    threads: int | None = None,
-    val_every: int = 5,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    task, out_dir: str | Path, options: SeldTrainOptions, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Train SELD for ``array``; returns where the weights and sidecar went and the held-out metrics.
+    """Train SELD with ``options`` (those of ``edgeaudio train seld``) for ``options.array``;
+    returns where the weights and sidecar went and the held-out metrics.
 
-    ``classes``: a subset of the library's classes (list, or comma-separated); default the
-    library's. ``init``: weights to fine-tune from (``"default"`` = the shipped ones for the array);
-    tensors that fit are loaded, the rest (the head, when the classes differ) start fresh.
+    ``classes``: a subset of the library's classes; default the library's. ``init``: weights to
+    fine-tune from (``"default"`` = the shipped ones for the array); tensors that fit are loaded,
+    the rest (the head, when the classes differ) start fresh.
     ``data_dir``: train on an existing synthesized folder or STARSS root instead of synthesizing.
     ``test_scenes``: held-out scenes to synthesize (default 15 % of the training scenes, at least 8).
     ``val_every``: score the held-out scenes every this many epochs (and after the last one);
@@ -118,39 +103,38 @@ def train_seld(
     Under torchrun every process runs this: rank 0 synthesizes while the others wait, every
     rank trains its shard, and rank 0 alone logs, scores and writes the weights.
     """
-    from edgeaudio.plugins.seld.task import SeldTask
     from edgeaudio.training import is_main_process, main_process_first, process_group, save_weights
 
+    o = options
     with process_group():
         main = is_main_process()
+        progress = o.progress
         if not main:
             log, progress = (lambda line: None), False
         out = Path(out_dir)
-        command = _command(array=array, classes=classes, hours=hours, epochs=epochs, seed=seed, init=init,
-                           library=library, data_dir=data_dir, test_scenes=test_scenes, batch_size=batch_size, lr=lr,
-                           threads=threads, val_every=val_every if val_every != 5 else None, output=str(out))
-        if isinstance(classes, str):
-            classes = [c.strip() for c in classes.split(",") if c.strip()]
+        command = _command(array=o.array, classes=o.classes, hours=o.hours, epochs=o.epochs, seed=o.seed, init=o.init,
+                           library=o.library, data_dir=o.data_dir, test_scenes=o.test_scenes, batch_size=o.batch_size,
+                           lr=o.lr, threads=o.threads, val_every=o.val_every if o.val_every != 5 else None, output=str(out))
         with main_process_first():
-            if data_dir:
-                train_set, test_set, found, data_info = _existing_data(data_dir, classes, task.sample_rate, log)
+            if o.data_dir:
+                train_set, test_set, found, data_info = _existing_data(o.data_dir, o.classes, task.sample_rate, log)
             else:
                 train_set, test_set, found, data_info = _synthesized_data(
-                    out / "data", array, classes, library, hours, test_scenes, seed, workers, progress, log
+                    out / "data", o.array, o.classes, o.library, o.hours, o.test_scenes, o.seed, o.workers, progress, log
                 )
-        if threads:
+        if o.threads:
             import torch
 
-            torch.set_num_threads(int(threads))
-        seld = SeldTask({**task.config, "array": array, "classes": found,
+            torch.set_num_threads(int(o.threads))
+        seld = SeldTask({**task.config, "array": o.array, "classes": found,
                          "library_edition": data_info.get("library_edition")})
         model = seld.build_model()
-        if init:
-            _load_matching(model, seld, init, log)
+        if o.init:
+            _load_matching(model, seld, o.init, log)
         log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {len(train_set)} recordings, "
             f"testing on {len(test_set)} held-out ones")
-        history, metrics = _fit(model, seld, train_set, test_set, out / "checkpoints", epochs, batch_size, lr, seed,
-                                progress, val_every)
+        history, metrics = _fit(model, seld, train_set, test_set, out / "checkpoints", o.epochs, o.batch_size, o.lr, o.seed,
+                                progress, o.val_every)
         weights = out / f"seld-{seld.array}.safetensors"
         result = {"weights": str(weights), "sidecar": str(weights.with_suffix(".json")), "metrics": metrics}
         if not main:
@@ -162,10 +146,10 @@ def train_seld(
             "classes": seld.classes,
             "config": seld.config,
             "command": command,
-            "seed": seed,
-            "init": init,
+            "seed": o.seed,
+            "init": o.init,
             "data": data_info,
-            "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "crop_seconds": 5.0,
+            "training": {"epochs": o.epochs, "batch_size": o.batch_size, "lr": o.lr, "crop_seconds": 5.0,
                          "train_seconds": round(sum(r["seconds"] for r in history), 1), "history": history},
             "metrics": {"heldout": metrics},
         }

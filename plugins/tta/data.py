@@ -1,5 +1,6 @@
-"""Text-to-audio data: the captioning task's composed clips, cut to the generator's length, and
-their captions as prompts; plus the prompts the evaluation asks for.
+"""Text-to-audio data: clips composed from the event library, cut to the generator's length, and
+the captions written from their structure as prompts (both from plugins/shared); plus the prompts
+the evaluation asks for.
 
 A training example is a 5 s clip composed from the event library's training recordings (1-4
 classes, order, overlaps, repetitions, far sources; speed and spectral-tilt augmentation) with its
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeaudio.plugins.caption.data import PHRASES, compose_scene, write_captions
+from edgeaudio.plugins.shared.captions import PHRASES, write_captions
+from edgeaudio.plugins.shared.mixtures import compose_scene
 
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 5.0

@@ -121,7 +121,7 @@ def train_judge(out_dir: str | Path, epochs: int = 25, seed: int = 0, batch_size
     """Train on the library's training recordings, score on the held-out ones, write
     ``judge.safetensors`` + ``judge.json`` (classes, command, accuracy) under ``out_dir``."""
     from edgeaudio.events.build_library import training_edition
-    from edgeaudio.plugins.caption.train import library_packages, open_library
+    from edgeaudio.plugins.shared.event_library import library_packages, open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, seed_everything
     from edgeaudio.training.loop import load_weights, save_weights
 

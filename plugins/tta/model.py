@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeaudio.plugins.caption.model import mel_matrix
+from edgeaudio.plugins.shared.mel import mel_matrix
 from edgeaudio.plugins.tta.geometry import HOP, N_FFT, PATCH
 
 MASKED = -1e9  # additive attention bias for padding tokens; finite so no backend makes NaN

@@ -15,6 +15,7 @@ knows), with a warning that says so and lists the sounds it knows.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from edgeaudio.errors import UsageError
 from edgeaudio.plugins.tta.geometry import frames_for
-from edgeaudio.task import Graph, MetricGate, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "tta.safetensors"
@@ -35,13 +36,58 @@ MAX_SECONDS = 10.0
 MAX_CANDIDATES = 8
 
 
+@dataclass
+class TtaRunOptions:
+    """``edgeaudio run tta`` options, handed to ``generate``; None means the task's setting."""
+
+    steps: int | None = field(default=None, metadata={"help": "Sampling steps (default: the task's).", "min": 1})
+    seed: int = field(default=0, metadata={"help": "Noise seed.", "min": 0})
+    guidance: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale (default: the task's)."})
+    candidates: int | None = field(default=None, metadata={
+        "help": "Sample this many clips and keep the one the generator ranks best (default: the task's).", "min": 1})
+
+
+TRAIN_PARTS = ("judge", "vocoder", "generator", "all")
+
+
+@dataclass(frozen=True)
+class TtaTrainOptions:
+    """The options of ``edgeaudio train tta`` (see train.py for the parts and their recipes)."""
+
+    part: str = field(default="all", metadata={
+        "help": "What to train: the judge, the vocoder, the generator, or all three.", "choices": TRAIN_PARTS})
+    clips: int = field(default=3000, metadata={"help": "Generator training clips.", "min": 1})
+    epochs: int = field(default=30, metadata={"help": "Generator epochs.", "min": 1})
+    vocoder_epochs: int = field(default=15, metadata={"help": "Vocoder epochs.", "min": 1})
+    vocoder_clips: int = field(default=600, metadata={"help": "Vocoder training clips.", "min": 1})
+    vocoder_lr: float = field(default=1e-3, metadata={"help": "Vocoder peak learning rate.", "min": 0})
+    judge_epochs: int = field(default=25, metadata={"help": "Judge epochs.", "min": 1})
+    seed: int = field(default=0, metadata={"help": "Seed of the composition and the training.", "min": 0})
+    batch_size: int = field(default=32, metadata={"help": "Generator clips per training step.", "min": 1})
+    lr: float = field(default=1e-3, metadata={"help": "Generator peak learning rate.", "min": 0})
+    library: str | None = field(default=None, metadata={
+        "help": "Event library folder to compose from (default: the built-in one)."})
+    threads: int = field(default=1, metadata={"help": "Torch threads (0: torch's choice).", "min": 0})
+    init: str | None = field(default=None, metadata={
+        "help": "Text-to-audio weights to fine-tune the vocoder and generator from ('default': the shipped ones)."})
+    single: float = field(default=0.5, metadata={
+        "help": "Share of generator training clips with a single event class.", "min": 0, "max": 1})
+    flow_detail: int | None = field(default=None, metadata={
+        "help": "Width of the flow's detail head, 0 for none (default: the task config's).", "min": 0})
+    ema: float | None = field(default=None, metadata={
+        "help": "Keep a moving average of the generator weights with this decay per step.", "min": 0, "max": 1})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
 class TtaTask(Task):
     name = "tta"
+    input_kind = InputKind.TEXT
+    result_kind = ResultKind.WAVEFORM
+    run_options = TtaRunOptions
     version = "2"  # 2: the envelope graph and candidates (a flow batch of up to 2 x MAX_CANDIDATES)
     description = "text-to-audio: sound effects from a sentence (flow-matching mel generator + vocoder)"
     sample_rate = 16000
     channels = 1
-    inputs = "text"
     # the independent judge's accuracy on single-event prompts; INT8 may lose 10 points of it
     gate = MetricGate("class_accuracy", max_drop=0.10, higher_is_better=True)
 
@@ -56,8 +102,8 @@ class TtaTask(Task):
         if WEIGHTS.is_file() and sidecar.is_file():
             trained = {**ADDED_KEYS, **json.loads(sidecar.read_text())["config"]}
             return {**sampling, **{k: trained[k] for k in (*MODEL_KEYS, "seed")}}
-        from edgeaudio.plugins.caption.data import caption_words
-        from edgeaudio.plugins.caption.tokenizer import Vocabulary
+        from edgeaudio.plugins.shared.captions import caption_words
+        from edgeaudio.plugins.shared.vocabulary import Vocabulary
 
         return {
             **sampling,
@@ -69,7 +115,7 @@ class TtaTask(Task):
 
     @property
     def vocabulary(self):
-        from edgeaudio.plugins.caption.tokenizer import Vocabulary
+        from edgeaudio.plugins.shared.vocabulary import Vocabulary
 
         return Vocabulary(self.config["vocab"])
 
@@ -131,8 +177,8 @@ class TtaTask(Task):
     def prompt_warnings(self, prompt: str) -> list[str]:
         """What the model cannot follow in ``prompt``: words it never learned, and a prompt that
         names none of the sounds it knows."""
-        from edgeaudio.plugins.caption.data import EVENT_KEYWORDS
-        from edgeaudio.plugins.caption.tokenizer import normalize
+        from edgeaudio.plugins.shared.captions import EVENT_KEYWORDS
+        from edgeaudio.plugins.shared.vocabulary import normalize
 
         words = normalize(prompt)
         warnings = []
@@ -215,7 +261,7 @@ class TtaTask(Task):
 
     def calibration_data(self, count: int = 8) -> Iterable[dict[str, dict[str, np.ndarray]]]:
         """The feeds every graph receives while the torch model generates validation prompts."""
-        from edgeaudio.backends.torch import TorchGraph
+        from edgeaudio.plugins.tta.eager import EagerGraph
         from edgeaudio.runtime import Runner
 
         model = self.load_model()
@@ -225,7 +271,7 @@ class TtaTask(Task):
         class Recording(Runner):
             def graph(self, name):
                 spec = graphs[name]
-                inner = TorchGraph(spec.module, spec.input_names, spec.output_names, None)
+                inner = EagerGraph(spec.module, spec.input_names, spec.output_names)
 
                 class Recorder:
                     def run(self, feeds):
@@ -238,7 +284,9 @@ class TtaTask(Task):
             self.generate(Recording(), prompt, seed=seed)
         return recorded
 
-    def train(self, out_dir: str, **options: Any) -> dict[str, Any]:
+    train_options = TtaTrainOptions
+
+    def train(self, out_dir: str, options: TtaTrainOptions | None = None) -> dict[str, Any]:
         from edgeaudio.plugins.tta.train import train_tta
 
-        return train_tta(self, out_dir, **options)
+        return train_tta(self, out_dir, options or TtaTrainOptions())

@@ -22,52 +22,36 @@ import torch.nn.functional as F
 from edgeaudio.errors import UsageError
 from edgeaudio.plugins.tta.data import compose_set
 from edgeaudio.plugins.tta.model import HOP, PATCH, LogMel
+from edgeaudio.plugins.tta.task import TRAIN_PARTS, TtaTrainOptions
 
 SLICE = 250
-PARTS = ("judge", "vocoder", "generator", "all")
 VOCODER_FRAMES = 64  # 1 s crops
 PROMPT_DROPOUT = 0.1
 
 
 def train_tta(
-    task,
-    out_dir: str | Path,
-    part: str = "all",
-    clips: int = 3000,
-    epochs: int = 30,
-    vocoder_epochs: int = 15,
-    vocoder_clips: int = 600,
-    vocoder_lr: float = 1e-3,
-    judge_epochs: int = 25,
-    seed: int = 0,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    library: str | None = None,
-    threads: int | None = 1,
-    init: str | None = None,
-    single: float = 0.5,
-    flow_detail: int | None = None,
-    ema: float | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    task, out_dir: str | Path, options: TtaTrainOptions, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    if part not in PARTS:
-        raise UsageError(f"unknown part '{part}'", hint=f"choose one of {', '.join(PARTS)}")
-    if threads:
-        torch.set_num_threads(int(threads))
+    """Train ``options.part`` (``options``: those of ``edgeaudio train tta``) under ``out_dir``;
+    returns each part's sidecar, and the assembled weights once vocoder and generator both exist."""
+    o = options
+    if o.part not in TRAIN_PARTS:
+        raise UsageError(f"unknown part '{o.part}'", hint=f"choose one of {', '.join(TRAIN_PARTS)}")
+    if o.threads:
+        torch.set_num_threads(int(o.threads))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Any] = {}
-    if part in ("judge", "all"):
+    if o.part in ("judge", "all"):
         from edgeaudio.plugins.tta.judge import train_judge
 
-        done["judge"] = train_judge(out, judge_epochs, seed, library=library, progress=progress, log=log)
-    if part in ("vocoder", "all"):
-        done["vocoder"] = train_vocoder(task, out, vocoder_epochs, seed, library, progress, log,
-                                        clips=vocoder_clips, lr=vocoder_lr, init=init)  # fmt: skip
-    if part in ("generator", "all"):
-        done["generator"] = train_generator(task, out, clips, epochs, seed, batch_size, lr, library, progress, log,
-                                            init=init, single=single, flow_detail=flow_detail, ema=ema)  # fmt: skip
+        done["judge"] = train_judge(out, o.judge_epochs, o.seed, library=o.library, progress=o.progress, log=log)
+    if o.part in ("vocoder", "all"):
+        done["vocoder"] = train_vocoder(task, out, o.vocoder_epochs, o.seed, o.library, o.progress, log,
+                                        clips=o.vocoder_clips, lr=o.vocoder_lr, init=o.init)  # fmt: skip
+    if o.part in ("generator", "all"):
+        done["generator"] = train_generator(task, out, o.clips, o.epochs, o.seed, o.batch_size, o.lr, o.library, o.progress,
+                                            log, init=o.init, single=o.single, flow_detail=o.flow_detail, ema=o.ema)  # fmt: skip
     if (out / "vocoder.safetensors").is_file() and (out / "generator.safetensors").is_file():
         done["weights"] = str(assemble(task, out, log))
     return done
@@ -111,7 +95,7 @@ def spectral_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, log, clips: int = 600, lr: float = 1e-3,
                   init: str | None = None) -> dict[str, Any]:  # fmt: skip
-    from edgeaudio.plugins.caption.train import open_library
+    from edgeaudio.plugins.shared.event_library import open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
 
     log(f"vocoder: composing {clips} training clips and 40 held-out clips")
@@ -198,7 +182,7 @@ def flow_loss(text_encoder, flow, mel: torch.Tensor, tokens: torch.Tensor, pad: 
 
 def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log,
                 single: float = 0.5) -> tuple[torch.Tensor, list[list[str]], list[list[str]]]:  # fmt: skip
-    from edgeaudio.plugins.caption.train import open_library
+    from edgeaudio.plugins.shared.event_library import open_library
 
     lib = open_library(library, held_out=held_out)
     frontend = LogMel(task.sample_rate, task.config["n_mels"])
@@ -221,7 +205,7 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
     weights kept are the moving average (decay per step), and the sidecar also records the held-out
     loss of the raw last weights."""
     from edgeaudio.events.build_library import training_edition
-    from edgeaudio.plugins.caption.train import library_packages, open_library
+    from edgeaudio.plugins.shared.event_library import library_packages, open_library
     from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
 
     log(f"generator: composing {clips} training clips (augmented, {single:.0%} with one class) and 100 held-out clips")

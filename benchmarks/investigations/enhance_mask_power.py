@@ -1,7 +1,7 @@
 """Would suppressing harder after the fact lift DNSMOS? The shipped enhancer's complex mask with its
 magnitude raised to a power (1 = as shipped), scored on the validation mixtures.
 
-    python benchmarks/enhance_mask_power.py [--powers 1 1.5 2 3] [--weights FILE]
+    python benchmarks/investigations/enhance_mask_power.py [--powers 1 1.5 2 3] [--weights FILE]
 
 A power above 1 shrinks small mask values more than large ones (the usual over-suppression knob):
 less residual noise (DNSMOS BAK up), more damage to the voice (SI-SDR, SIG down). Scored on the

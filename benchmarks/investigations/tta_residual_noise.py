@@ -1,6 +1,6 @@
 """Why generated mels were noisy: the noise a flow network without a detail head can never move.
 
-    python benchmarks/tta_residual_noise.py [--weights FILE] [--per-class 2] [--seeds 2]
+    python benchmarks/investigations/tta_residual_noise.py [--weights FILE] [--per-class 2] [--seeds 2]
 
 The flow network's output layer maps its width (192) to a 4-frame patch of 64 mel bands (256
 values), so without the detail head each patch's velocity lies in a subspace of at most width + 1
@@ -56,7 +56,7 @@ def main() -> None:
     import edgeaudio.plugins.tta.sampler as sampler
     from edgeaudio.events.build_library import edition_of
     from edgeaudio.exporters.pipeline import export_task, plan_export
-    from edgeaudio.plugins.caption.train import open_library
+    from edgeaudio.plugins.shared.event_library import open_library
     from edgeaudio.plugins.tta.data import compose_set, single_event_prompts
     from edgeaudio.plugins.tta.judge import WEIGHTS as JUDGE
     from edgeaudio.plugins.tta.judge import judge_audio, load_judge

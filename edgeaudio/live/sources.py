@@ -1,4 +1,5 @@
-"""Where live audio comes from: a microphone array, a file streamed chunk by chunk, a simulated array.
+"""Where live audio comes from: a microphone array, a file streamed chunk by chunk, or a source a
+plugin registers (``register_sources``; e.g. a simulated array scene, ``sim:...``).
 
 Every source yields ``(chunk, captured)``: float32 [channels, samples] already at the model's rate
 and in the model's channel order, and the ``time.monotonic()`` moment its last sample was captured
@@ -9,22 +10,20 @@ it: a model that cannot keep up shows as dropped samples, never as silently miss
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
+from edgeaudio import registry
+from edgeaudio.audio.buffers import RingBuffer, StreamResampler
 from edgeaudio.errors import AudioInputError, DeviceLost, UsageError, require
 
 if TYPE_CHECKING:
-    from edgeaudio.events import EventLibrary
     from edgeaudio.profiles import ArrayProfile
-    from edgeaudio.runtime import Session
     from edgeaudio.task import Task
 
 Chunk = tuple[np.ndarray, float]
@@ -33,7 +32,6 @@ POLL_S = 0.1  # how often a waiting consumer looks for a lost device
 STARTUP_TIMEOUT_S = 5.0  # PulseAudio can take ~2 s to deliver the first block of an idle sink
 STALL_TIMEOUT_S = 2.0  # a running device that sends nothing for this long is gone
 CLOSE_TIMEOUT_S = 3.0  # PortAudio may never return from closing a stream whose device is gone
-SIM_KEYS = {"seed": int, "seconds": float, "library": str}
 _LOST_HINT = "check the cable, the driver or the sound server (`edgeaudio devices --live`), then run again"
 
 
@@ -87,85 +85,6 @@ class Source:
 
     def __exit__(self, *exc):
         self.close()
-
-
-class StreamResampler:
-    """soxr's streaming resampler from [samples, channels] blocks to [channels, samples] chunks.
-
-    Streaming keeps the filter's state across blocks, so chunk borders leave no clicks and the
-    total length is exact; at equal rates it only transposes.
-    """
-
-    def __init__(self, rate_in: int, rate_out: int, channels: int):
-        self._channels = channels
-        self._stream = None
-        if rate_in != rate_out:
-            soxr = require("soxr", "mic")
-            self._stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="HQ")
-
-    def __call__(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
-        frames = np.ascontiguousarray(frames, dtype=np.float32)
-        if self._stream is not None:
-            frames = self._stream.resample_chunk(frames, last=last)
-        return np.ascontiguousarray(frames.T)
-
-    def flush(self) -> np.ndarray:
-        """The samples still inside the filter at the end of the input."""
-        return self(np.zeros((0, self._channels), np.float32), last=True)
-
-
-# --- microphone ----------------------------------------------------------------------------------
-
-
-class RingBuffer:
-    """Bounded FIFO of frames between an audio callback thread and the worker.
-
-    A callback must never wait on the worker, so when the ring is full the newest frames are
-    dropped and counted in ``dropped``. ``read`` (capture side) drains everything there is, so the
-    time of the last write is the capture time of the last frame read; ``take`` (playback side)
-    hands a callback what it asks for, or less, without waiting.
-    """
-
-    def __init__(self, frames: int, channels: int):
-        self._data = np.zeros((frames, channels), np.float32)
-        self._start = 0
-        self._size = 0
-        self._ready = threading.Condition()
-        self.dropped = 0
-        self.last_write = 0.0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def write(self, block: np.ndarray, when: float) -> None:
-        capacity = len(self._data)
-        with self._ready:
-            take = min(len(block), capacity - self._size)
-            end = (self._start + self._size) % capacity
-            first = min(take, capacity - end)
-            self._data[end : end + first] = block[:first]
-            self._data[: take - first] = block[first:take]
-            self._size += take
-            self.dropped += len(block) - take
-            self.last_write = when
-            self._ready.notify()
-
-    def take(self, frames: int) -> np.ndarray:
-        """Up to ``frames`` of the oldest frames, at once."""
-        with self._ready:
-            count = min(frames, self._size)
-            out = np.take(self._data, range(self._start, self._start + count), axis=0, mode="wrap")
-            self._start = (self._start + count) % len(self._data)
-            self._size -= count
-            return out
-
-    def read(self, min_frames: int, timeout: float) -> tuple[np.ndarray, float] | None:
-        """All buffered frames once there are ``min_frames``; after ``timeout``, whatever there is."""
-        with self._ready:
-            self._ready.wait_for(lambda: self._size >= min_frames, timeout)
-            if self._size == 0:
-                return None
-            return self.take(self._size), self.last_write
 
 
 class MicrophoneSource(Source):
@@ -385,133 +304,44 @@ def _open_sound_file(path: Path):
     return handle
 
 
-# --- simulated array -----------------------------------------------------------------------------
+# --- sources that plugins bring ----------------------------------------------------------------
 
 
-class SimulatedArraySource(Source):
-    """A synthetic scene for the array's geometry, played out like a live device.
+@dataclass(frozen=True)
+class SourceRequest:
+    """What a plugin's source is opened with: its ``--input`` text and the model's needs."""
 
-    ``spec`` is ``seed=3,seconds=20[,library=PATH]`` (a leading ``sim:`` is allowed). The scene
-    is rendered once, directly at the model's rate, by the scene synthesizer the training data
-    comes from, so the model hears what it was trained on and ``ground_truth`` (DCASE rows: frame,
-    class, source, azimuth, elevation, distance; ``classes`` names the class indices) says what it
-    should find. ``classes`` (a model's class names) restricts the events to those, in that order.
-    With ``realtime`` each chunk is released when a device would have captured it.
-    """
-
-    def __init__(
-        self,
-        spec: str,
-        profile: ArrayProfile,
-        model_rate: int,
-        chunk_ms: float = 100.0,
-        realtime: bool = True,
-        classes: list[str] | None = None,
-    ):
-        from edgeaudio.scenes import SceneConfig, render_scene
-
-        settings = parse_sim_spec(spec)
-        seconds, seed = settings.get("seconds", 10.0), settings.get("seed", 0)
-        super().__init__(model_rate, profile.num_mics, f"simulated {profile.name}, seed {seed}, {seconds:g} s")
-        self.realtime = realtime
-        config = SceneConfig(duration=seconds, sample_rate=model_rate, seed=seed)
-        with _event_library(settings.get("library"), model_rate, classes, self.notes) as library:
-            self._audio, self.ground_truth = render_scene(config, library, profile.positions_array(), seed)
-            self.classes = list(library.classes)
-        self.frame_hop = config.frame_hop
-        self._chunk = max(1, round(model_rate * chunk_ms / 1000))
-
-    def _chunks(self) -> Iterator[Chunk]:
-        start = time.monotonic()
-        for offset in range(0, self._audio.shape[1], self._chunk):
-            chunk = self._audio[:, offset : offset + self._chunk]
-            due = start + (offset + chunk.shape[1]) / self.sample_rate
-            if self.realtime:
-                time.sleep(max(0.0, due - time.monotonic()))
-            yield chunk, due if self.realtime else time.monotonic()
+    spec: str  # the whole --input value, e.g. "sim:seed=3,seconds=20"
+    array: ArrayProfile  # the array the audio must come from (already checked against the model)
+    sample_rate: int  # deliver chunks at this rate
+    channels: int  # and with this many channels, in the model's order
+    chunk_ms: float
+    realtime: bool  # pace chunks like a device would
+    classes: Sequence[str]  # what the model detects, for sources that can make audio of it
 
 
-def parse_sim_spec(spec: str) -> dict:
-    """``sim:seed=3,seconds=20`` -> {"seed": 3, "seconds": 20.0}; unknown keys are usage errors."""
-    body = spec[len("sim:") :] if spec.startswith("sim:") else spec
-    settings = {}
-    for part in filter(None, (p.strip() for p in body.split(","))):
-        key, _, value = (text.strip() for text in part.partition("="))
-        if key not in SIM_KEYS:
-            hint = f"known keys: {', '.join(SIM_KEYS)}"
-            raise UsageError(f"unknown key '{key}' in simulated input '{spec}'", hint=hint)
-        try:
-            settings[key] = SIM_KEYS[key](value)
-        except ValueError:
-            raise UsageError(
-                f"cannot read '{part}' in simulated input '{spec}'",
-                hint="write sim:seed=N,seconds=S[,library=PATH]",
-            ) from None
-    if settings.get("seconds", 1.0) <= 0:
-        raise UsageError(f"simulated input '{spec}' needs seconds > 0")
-    return settings
+@dataclass(frozen=True)
+class SourceKind:
+    """A source a plugin registers: ``--input PREFIX:...`` opens it with ``open(SourceRequest)``."""
+
+    prefix: str
+    help: str
+    open: Callable[[SourceRequest], Source]
 
 
-@contextmanager
-def _event_library(
-    folder: str | None, rate: int, classes: list[str] | None, notes: list[str]
-) -> Iterator[EventLibrary]:
-    """The event library a scene draws from: the folder given, else the latest edition of the
-    built-in recorded one that has been built (``edgeaudio train`` builds it into the cache), else
-    procedural sounds.
-
-    Procedural clips are written to a temporary folder that lives only while the scene renders; a
-    note says so, since a model trained on recorded events hears them as unfamiliar sounds.
-    """
-    from edgeaudio.events import EventLibrary
-    from edgeaudio.events.build_library import EDITIONS, builtin_dir, is_built
-
-    builtin = next((d for d in map(builtin_dir, sorted(EDITIONS, reverse=True)) if is_built(d)), None)
-    if folder or builtin:
-        if not folder:
-            notes.append(f"scene events come from the built-in event library in {builtin}")
-        yield _restricted(EventLibrary.from_folder(folder or builtin, sample_rate=rate), classes, notes)
-        return
-    with tempfile.TemporaryDirectory(prefix="edgeaudio-sim-") as temp:
-        _write_procedural_library(Path(temp), rate)
-        library = EventLibrary.from_folder(temp, sample_rate=rate)
-        notes.append(
-            f"no event library given (sim:library=PATH) or built; the scene uses procedural sounds "
-            f"({', '.join(library.classes)}), not recorded ones"
-        )
-        yield library
+def source_kinds() -> dict[str, SourceKind]:
+    """Registered plugin sources by prefix; the first registration of a prefix wins."""
+    kinds: dict[str, SourceKind] = {}
+    for kind in registry.collect("register_sources"):
+        kinds.setdefault(kind.prefix, kind)
+    return kinds
 
 
-def _restricted(library: EventLibrary, classes: list[str] | None, notes: list[str]) -> EventLibrary:
-    """Only the model's classes, in its order, so ground-truth class indices are its output indices."""
-    from edgeaudio.events import EventLibrary
-
-    if not classes:
-        return library
-    missing = [c for c in classes if c not in library.classes]
-    if missing:
-        notes.append(f"the event library has no {', '.join(missing)}; the scene draws from all its classes")
-        return library
-    clips = [clip for label in classes for clip in library.clips(label)]
-    return EventLibrary(library.root, library.sample_rate, classes, clips)
-
-
-def _write_procedural_library(root: Path, rate: int, clips_per_class: int = 3) -> None:
-    """Four classes of synthetic events that differ in spectrum and envelope, a few clips each."""
-    sf = require("soundfile", "mic")
-    rng = np.random.default_rng(0)
-    makers: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-        "chirp": lambda t, k: np.sin(2 * np.pi * (300 + 1500 * k) * t * (1 + t)),
-        "clicks": lambda t, k: (np.sin(2 * np.pi * (6 + 3 * k) * t) > 0.98).astype(float),
-        "noise": lambda t, k: rng.standard_normal(t.size) * np.exp(-t * (2 + k)),
-        "tone": lambda t, k: sum(np.sin(2 * np.pi * (220 * (k + 1)) * h * t) / h for h in (1, 2, 3)) * np.exp(-3 * t),
-    }
-    for label, make in makers.items():
-        (root / label).mkdir()
-        for k in range(clips_per_class):
-            t = np.arange(round(rate * (0.5 + 0.25 * k))) / rate
-            clip = make(t, k)
-            sf.write(str(root / label / f"{label}{k}.wav"), 0.5 * clip / max(np.max(np.abs(clip)), 1e-9), rate)
+def plugin_source_kind(input_spec: str | None) -> SourceKind | None:
+    """The plugin source ``--input PREFIX:...`` names; None for a file path, ``mic`` or nothing."""
+    if input_spec is None or ":" not in input_spec or Path(input_spec).exists():
+        return None
+    return source_kinds().get(input_spec.split(":", 1)[0])
 
 
 # --- choosing a source ---------------------------------------------------------------------------
@@ -520,29 +350,32 @@ def _write_procedural_library(root: Path, rate: int, clips_per_class: int = 3) -
 def open_source(
     input_spec: str | None,
     profile: ArrayProfile | str | None,
-    session: Session,
+    task: Task,
     device_index: int | None = None,
     chunk_ms: float = 100.0,
     block_ms: float = 20.0,
     realtime: bool = True,
     log: Callable[[str], None] = lambda message: None,
     force: bool = False,
+    declared: str | None | bool = False,
 ) -> Source:
-    """The source ``input_spec`` names: ``None``/``"mic"`` (live), ``"sim:..."``, or a file path.
+    """The source ``input_spec`` names: ``None``/``"mic"`` (live), ``"PREFIX:..."`` for a source a
+    plugin registered (``sim:...``), or a file path.
 
     ``profile`` is an ArrayProfile or a name (family names resolve to the connected variant); for
-    live and simulated input it defaults to the array the task was trained for, or the mono
+    live and plugin sources it defaults to the array the task was trained for, or the mono
     profile for a mono task. Choices and changes to the audio are reported through ``log``.
     A file's array is ``profile`` or the one its WAV comment names. Input from an array other
     than the model's is refused unless ``force``: the model's directions would be wrong.
+    ``declared``: the array the file's header names, when the caller has read it already.
     """
-    task = session.task
-    if input_spec is not None and input_spec != "mic" and not input_spec.startswith("sim:"):
+    kind = plugin_source_kind(input_spec)
+    if input_spec is not None and input_spec != "mic" and kind is None:
         from edgeaudio.audio.recording_array import file_channel_map
 
-        source = FileSource(input_spec, session.sample_rate, chunk_ms)
+        source: Source = FileSource(input_spec, task.sample_rate, chunk_ms)
         try:
-            channel_map = file_channel_map(source.path, source.channels, profile, task, force, log)
+            channel_map = file_channel_map(source.path, source.channels, profile, task, force, log, declared)
         except Exception:
             source.close()
             raise
@@ -550,12 +383,12 @@ def open_source(
             source.pick_channels(channel_map)
     else:
         array = _resolve_array(profile, task, log, force)
-        if input_spec is None or input_spec == "mic":
-            source = MicrophoneSource(array, session.sample_rate, task.channels, device_index, block_ms)
+        if kind is None:
+            source = MicrophoneSource(array, task.sample_rate, task.channels, device_index, block_ms)
         else:
             _check_array_fits(array, task.channels)
-            classes = getattr(task, "classes", None)  # tasks that name their classes get scenes of them
-            source = SimulatedArraySource(input_spec, array, session.sample_rate, chunk_ms, realtime, classes)
+            source = kind.open(SourceRequest(input_spec, array, task.sample_rate, task.channels, chunk_ms, realtime,
+                                             tuple(task.classes)))
     for message in source.notes:
         log(message)
     log(f"input: {source.description}")
@@ -565,7 +398,7 @@ def open_source(
 def _resolve_array(
     profile: ArrayProfile | str | None, task: Task, log: Callable[[str], None], force: bool = False
 ) -> ArrayProfile:
-    """The array profile for live or simulated input, saying which one was chosen and why."""
+    """The array profile for live or plugin-made input, saying which one was chosen and why."""
     from edgeaudio.profiles import get_array
 
     if profile is not None and not isinstance(profile, str):

@@ -1,7 +1,7 @@
 """Fine-tuning SELD to a new array with little data: from a shipped checkpoint against from scratch.
 
-    python benchmarks/seld_finetune.py [--array respeaker-usb] [--init respeaker-4mic]
-                                       [--hours 0.5] [--epochs 30] [--threads 1] [--out DIR]
+    python benchmarks/investigations/seld_finetune.py [--array respeaker-usb] [--init respeaker-4mic]
+                                                      [--hours 0.5] [--epochs 30] [--threads 1] [--out DIR]
 
 Both runs train the same network on the same ``--hours`` of scenes synthesized for ``--array``
 from the built-in library's training recordings, for the same epochs with the same seed and
@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from edgeaudio.plugins.seld.task import WEIGHTS_DIR, SeldTask
+from edgeaudio.plugins.seld.task import WEIGHTS_DIR, SeldTask, SeldTrainOptions
 from edgeaudio.plugins.seld.train import train_seld
 
 COLUMNS = ("ER20", "F20", "LE", "LR", "SELD", "LE_micro")
@@ -49,9 +49,9 @@ def main() -> None:
             shared.mkdir(parents=True, exist_ok=True)
             (run_dir / "data").symlink_to(shared.resolve(), target_is_directory=True)
         began = time.perf_counter()
-        result = train_seld(SeldTask(), run_dir, array=args.array, hours=args.hours, epochs=args.epochs, seed=0, init=start,
-                            test_scenes=54, lr=args.lr, threads=args.threads, workers=1, val_every=args.epochs,
-                            log=lambda line: print(f"[{label}] {line}", flush=True))
+        options = SeldTrainOptions(array=args.array, hours=args.hours, epochs=args.epochs, seed=0, init=start, test_scenes=54,
+                                   lr=args.lr, threads=args.threads, workers=1, val_every=args.epochs)
+        result = train_seld(SeldTask(), run_dir, options, log=lambda line: print(f"[{label}] {line}", flush=True))
         results[label] = {**result["metrics"], "train_seconds": round(time.perf_counter() - began, 1)}
 
     print(f"\n{args.array}: {args.hours} h of scenes, {args.epochs} epochs, 54 held-out scenes")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from edgeaudio.errors import UsageError, require
 from edgeaudio.events.library import EventLibrary
-from edgeaudio.scenes.metadata import EventRow, write_csv
+from edgeaudio.plugins.seld.scenes.metadata import EventRow, write_csv
 
 SPEED_OF_SOUND = 343.0
 COHERENCE_BLOCK = 8192

@@ -1,6 +1,7 @@
-"""Sinks for located sound events (SELD-style results): the DCASE CSV and an azimuth-over-time plot.
+"""Sinks for located sound events: the DCASE CSV (``run --format dcase``) and an azimuth-over-time
+plot (``run --plot out.png``), registered for every task whose results are events.
 
-Both take the per-frame items such tasks decode to, ``{"frame", "time_s", "events": [{"class",
+Both take the per-frame items SELD decodes to, ``{"frame", "time_s", "events": [{"class",
 "azimuth", "elevation", "confidence", "track"}]}``, and need the task's ``classes`` to number them.
 """
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgeaudio.audio.sinks import Sink, TextLinesSink, result_items
 from edgeaudio.errors import UsageError, require
-from edgeaudio.task import Task
+from edgeaudio.live.sinks import ResultFormat, Sink, SinkOption, TextLinesSink, result_items
+from edgeaudio.task import ResultKind, Task
 
 
 def _event_classes(task: Task, what: str) -> list[str]:
-    classes = getattr(task, "classes", None)
+    classes = task.classes
     if not classes or not task.array:
         raise UsageError(f"{what} is for tasks that locate classed sound events (seld), not '{task.name}'",
                          hint="leave it out for this task")
@@ -82,3 +83,11 @@ class AzimuthPlotSink(Sink):
     def summary(self) -> str | None:
         events = sum(len(p) for p in self.points.values())
         return f"plotted {events} event frame(s) of {len(self.points)} class(es) to {self.path}"
+
+
+DCASE_FORMAT = ResultFormat(
+    "dcase", "DCASE CSV rows instead of JSON lines: frame,class,track,azimuth,elevation", ResultKind.EVENTS,
+    lambda path, task: DcaseCsvSink(path, task),
+)
+AZIMUTH_PLOT = SinkOption("plot", "Draw azimuth over time per class to this PNG.", ResultKind.EVENTS,
+                          lambda path, task: AzimuthPlotSink(path, task))

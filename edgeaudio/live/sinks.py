@@ -13,13 +13,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
-from edgeaudio.audio.sources import RingBuffer, StreamResampler
+from edgeaudio.audio.buffers import RingBuffer, StreamResampler
+from edgeaudio import registry
 from edgeaudio.errors import UsageError, require
-from edgeaudio.task import Task
+from edgeaudio.task import ResultKind, Task
 
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
 
@@ -58,8 +60,46 @@ def _plain(value: Any) -> Any:
 
 
 def is_waveform_task(task: Task) -> bool:
-    """Whether the task's results carry audio: it overrides ``results_to_audio``, which returns None."""
-    return type(task).results_to_audio is not Task.results_to_audio
+    """Whether the task's results are audio (its declared ``result_kind``)."""
+    return task.result_kind is ResultKind.WAVEFORM
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """``--format NAME``: a plugin's way of writing results to stdout or ``--output`` instead of
+    JSON lines, for tasks whose results are of ``result_kind``. ``open(path_or_None, task)``."""
+
+    name: str
+    help: str
+    result_kind: ResultKind
+    open: Callable[[str | None, Task], Sink]
+
+
+@dataclass(frozen=True)
+class SinkOption:
+    """``--NAME VALUE``: an extra sink a plugin adds to ``run`` for tasks whose results are of
+    ``result_kind`` (e.g. a plot of the results). ``open(value, task)``."""
+
+    name: str
+    help: str
+    result_kind: ResultKind
+    open: Callable[[str, Task], Sink]
+    metavar: str = "PATH"
+
+
+def plugin_sinks(task: Task) -> tuple[dict[str, ResultFormat], dict[str, SinkOption]]:
+    """The result formats and sink options plugins registered that fit ``task``'s results, by
+    name; the first registration of a name wins."""
+    formats: dict[str, ResultFormat] = {}
+    options: dict[str, SinkOption] = {}
+    for item in registry.collect("register_sinks"):
+        if item.result_kind is not task.result_kind:
+            continue
+        if isinstance(item, ResultFormat):
+            formats.setdefault(item.name, item)
+        elif isinstance(item, SinkOption):
+            options.setdefault(item.name, item)
+    return formats, options
 
 
 class TextLinesSink(Sink):

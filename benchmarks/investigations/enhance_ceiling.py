@@ -1,7 +1,7 @@
 """How far the enhancement targets sit from what the test set allows: oracle masks and the
 references' own scores, beside the shipped model and RNNoise's published row.
 
-    python benchmarks/enhance_ceiling.py [--limit N] [--threads 1]
+    python benchmarks/investigations/enhance_ceiling.py [--limit N] [--threads 1]
 
 On the corpus's held-out test mixtures (``python -m edgeaudio.plugins.enhance.build_corpus``),
 through the graph's own STFT (512/256, sqrt-Hann, the same Analysis and Synthesis modules):

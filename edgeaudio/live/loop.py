@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from edgeaudio.audio.sinks import Sink, result_items
-from edgeaudio.audio.sources import Source
+from edgeaudio.live.sinks import Sink, result_items
+from edgeaudio.live.sources import Source
 from edgeaudio.errors import DeviceLost
 from edgeaudio.runtime import Stream
 

@@ -1,0 +1,35 @@
+"""The event library as the plugins that compose clips from it open it: at 16 kHz, split by recording."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgeaudio.events import EventLibrary
+
+TEST_FRACTION = 0.2
+
+
+def open_library(
+    path: str | Path | None = None, held_out: bool | None = None, edition: int | None = None
+) -> EventLibrary:
+    """The event library at 16 kHz (default: the built-in one in ``edition``, the latest by default,
+    built into the cache on first use); ``held_out`` True/False picks the test/train half of the
+    seed-0 split by recording."""
+    from edgeaudio.events.build_library import LATEST_EDITION, ensure_builtin
+
+    if path is None:
+        path = ensure_builtin(edition=edition or LATEST_EDITION)
+    library = EventLibrary.from_folder(path, sample_rate=16000)
+    if held_out is None:
+        return library
+    train, test = library.split(TEST_FRACTION, seed=0)
+    return test if held_out else train
+
+
+def library_packages(root: Path) -> dict[str, Any]:
+    """Package, version and licences of the recordings the library was cut from (its
+    SOURCES.json), so shipped weights say what they were derived from."""
+    sources = Path(root) / "SOURCES.json"
+    return json.loads(sources.read_text()).get("packages", {}) if sources.is_file() else {}
