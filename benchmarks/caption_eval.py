@@ -13,7 +13,9 @@ the task's search (beam 3 with tag guidance; ``--beam 1`` is greedy), and ONNX R
 more without tag guidance, to show what it adds. Latency is the median wall time of
 ``Session.process`` on one 10 s test clip (encoder + every decoder step + search), with its CPU
 time beside it: on a shared machine wall time includes waiting for a core. Prints the README table,
-then where event F1 is lost (per class, and by the number of classes in a clip).
+then where event F1 is lost (per class, and by the number of classes in a clip). The clips'
+content sha256 (audio, captions, labels) is printed with the table and kept in the JSON, so a
+change of the test data shows instead of moving the figures silently.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import edgeaudio
+from edgeaudio.fingerprint import content_hash
 from edgeaudio.plugins.caption.data import EVENT_KEYWORDS, synthesize_set
 from edgeaudio.plugins.caption.metrics import caption_scores, event_scores, mentioned_classes
 from edgeaudio.plugins.caption.train import open_library
@@ -118,8 +121,9 @@ def main() -> None:
         wall, cpu = timed(session, clips[0].audio)
         rows.append({"system": "onnxruntime/fp32 without tag guidance", **scores(captions, clips), "latency_ms": wall, "cpu_ms": cpu})
     beam = session.task.config["beam"]
-    print(f"\n{args.clips} held-out clips of 10 s (event library edition {edition}), beam {beam}, "
-          f"{args.threads} thread(s), {os.cpu_count()} CPUs\n")
+    data_sha256 = content_hash(clips)
+    print(f"\n{args.clips} held-out clips of 10 s (event library edition {edition}, content sha256 {data_sha256[:16]}), "
+          f"beam {beam}, {args.threads} thread(s), {os.cpu_count()} CPUs\n")
     print("| system | " + " | ".join(COLUMNS) + " | 10 s clip, ms (CPU ms) |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for row in rows:
@@ -127,7 +131,8 @@ def main() -> None:
         print(f"| {row['system']} | " + " | ".join(f"{row[k]:.3f}" for k in COLUMNS) + f" | {latency} |")
     print(f"\nevent errors of {rows[1]['system']}:\n\n{event_errors(reference_captions, clips)}")
     if args.json:
-        args.json.write_text(json.dumps({"clips": args.clips, "library_edition": edition, "beam": beam, "threads": args.threads, "rows": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"clips": args.clips, "clips_sha256": data_sha256, "library_edition": edition, "beam": beam,
+                                         "threads": args.threads, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ Rows, all scored by the plugin's DCASE 2022/23 metric code (1 s segments, 20 deg
 
 Columns: ER20, F20, LE (macro over classes; DCASE books a class that occurs but is never
 detected at 180 degrees), LR, SELD, and LE_micro (the mean over every matched track: how far
-off the detected events are). The JSON adds the frame-based scores and class-wise values.
+off the detected events are). The JSON adds the frame-based scores and class-wise values, and
+each held-out set's content sha256 (audio and labels), printed under the table too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import json
 import time
 from pathlib import Path
 
+from edgeaudio.fingerprint import content_hash
 from edgeaudio.plugins.seld.task import WEIGHTS_DIR, SeldTask, label_scores, seld_scores
 
 COLUMNS = ("ER20", "F20", "LE", "LR", "SELD", "LE_micro")
@@ -131,7 +133,8 @@ def main() -> None:
                         "sidecar_heldout": sidecar.get("metrics", {}).get("heldout")})
         for result in results:
             if result["array"] == array:
-                result.setdefault("data", {"folder": str(folder), "scenes": len(recordings)})
+                result.setdefault("data", {"folder": str(folder), "scenes": len(recordings),
+                                           "sha256": content_hash([(r.audio, r.label_set()) for r in recordings])})
 
     print("| array | method | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
@@ -140,6 +143,8 @@ def main() -> None:
         cells = [f"{s['ER20']:.3f}", f"{s['F20']:.3f}", f"{s['LE']:.1f} deg", f"{s['LR']:.3f}", f"{s['SELD']:.3f}",
                  f"{s['LE_micro']:.1f} deg"]
         print(f"| {result['array']} | {result['method']} | " + " | ".join(cells) + " |")
+    for array, data in {r["array"]: r["data"] for r in results}.items():
+        print(f"{array}: {data['scenes']} held-out scenes, content sha256 {data['sha256'][:16]}")
     print("\nSRP-PHAT is told the active classes of every frame (oracle detection): its ER20/F20 are "
           "localization-only; LE counts a class never detected as 180 deg (DCASE macro), LE_micro "
           "averages over the matched tracks.")

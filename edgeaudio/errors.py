@@ -40,13 +40,12 @@ class BackendUnavailable(EdgeAudioError):
 
 
 class MissingExtra(BackendUnavailable):
-    """An optional dependency is not installed; the hint names the pip extra."""
+    """An optional dependency is not installed; the hint names the pip extra that installs it
+    (``extra`` None: a base dependency, so the install itself is broken)."""
 
-    def __init__(self, module: str, extra: str):
-        super().__init__(
-            f"this needs the Python package '{module}', which is not installed",
-            hint=f'pip install "edgeaudio[{extra}]"',
-        )
+    def __init__(self, module: str, extra: str | None):
+        install = f'pip install "edgeaudio[{extra}]"' if extra else "reinstall edgeaudio (pip install --force-reinstall edgeaudio)"
+        super().__init__(f"this needs the Python package '{module}', which is not installed", hint=install)
         self.module = module
         self.extra = extra
 
@@ -59,11 +58,49 @@ class DeviceLost(EdgeAudioError):
     """An audio device disappeared or errored mid-stream."""
 
 
-def require(module: str, extra: str):
-    """Import ``module`` lazily, turning ImportError into MissingExtra naming the extra."""
+class DeviceUnavailable(EdgeAudioError):
+    """No audio device fits the request, or it cannot be opened: hardware missing or busy."""
+
+
+class ModelOutputError(EdgeAudioError):
+    """The model produced results that cannot be right (NaN or infinity); nothing is written."""
+
+
+# The extra of pyproject.toml that installs each optional module edgeaudio imports (None: the base
+# install has it). One role per extra: [export] torch -> ONNX and INT8, [train] the trainers and
+# their data, [openvino], [tensorrt], [mic] live audio, [plot]; the base install runs bundles.
+# tests/test_extras.py checks this table and every require() call against pyproject.toml.
+EXTRAS: dict[str, str | None] = {
+    "torch": "export",
+    "onnx": "export",
+    "onnxscript": "export",
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "tensorrt": "tensorrt",
+    "sounddevice": "mic",
+    "matplotlib": "plot",
+    "pyroomacoustics": "train",
+    "pesq": "train",
+    "pystoi": "train",
+    "speechmos": "train",
+    "av": "train",
+    "onnxruntime": None,
+    "soundfile": None,
+    "soxr": None,
+    "scipy": None,
+}
+
+
+def require(module: str, extra: str | None = None):
+    """Import ``module`` lazily, turning ImportError into MissingExtra naming the extra that
+    installs it: ``extra`` when the caller needs a larger role (a trainer asks for torch as
+    ``train``), else the one ``EXTRAS`` lists for the module's top-level package."""
     import importlib
 
+    top = module.split(".")[0]
+    if extra is None and top not in EXTRAS:  # a programming error, raised whether or not it is installed
+        raise ValueError(f"require('{module}'): no extra is known for '{top}'; add it to EXTRAS or name one")
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingExtra(module, extra) from exc
+        raise MissingExtra(module, extra or EXTRAS[top]) from exc

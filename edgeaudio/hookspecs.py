@@ -29,7 +29,9 @@ def register_tasks(register: Callable[[type], None]) -> None:
     Called: once, the first time a task is looked up (``edgeaudio.tasks.get_task`` and the CLI).
     Args:
         register: call ``register(TaskClass)`` with a subclass of ``edgeaudio.task.Task`` for each
-            task the plugin provides. ``TaskClass.name`` must be unique across plugins.
+            task the plugin provides (anything else is reported as the plugin's failure). A name
+            several plugins register is reported and resolved by ``edgeaudio.tasks`` (the built-in
+            task wins unless ``EDGEAUDIO_TASK_PLUGINS`` names another plugin).
     Returns: nothing. Not firstresult: every plugin's implementation runs.
     """
 

@@ -25,6 +25,8 @@ from typing import Any, Mapping
 
 import click
 
+from edgeaudio.errors import UsageError
+
 
 class _Finite:
     """Refuses NaN and infinities, which click's float types accept."""
@@ -47,6 +49,12 @@ class _FiniteFloatRange(_Finite, click.FloatRange):
 
 class _IntRange(click.IntRange):
     name = "integer"
+
+
+def finite_float(min: float | None = None, max: float | None = None, min_open: bool = False) -> click.ParamType:
+    """A click float type with bounds (``min_open``: ``min`` itself excluded) that also refuses NaN
+    and infinities, for the core commands' own options (``--chunk-ms``, ``--seconds``)."""
+    return _FiniteFloatRange(min=min, max=max, min_open=min_open)
 
 
 class _Separated(click.ParamType):
@@ -125,3 +133,54 @@ def _scalar(where: str, annotation: Any, meta: Mapping[str, Any]) -> click.Param
     if annotation is str:
         return click.Choice(list(meta["choices"])) if "choices" in meta else click.STRING
     raise TypeError(f"{where}: unsupported option type {annotation!r} (int, float, str, bool, Optional or list of them)")
+
+
+def check(options: Any) -> None:
+    """Refuse an options instance built in Python whose values break the bounds and choices its
+    fields declare, as click refuses them on the command line: a trainer calls this before any
+    data is built, so ``epochs=0`` fails at once rather than after minutes of synthesis."""
+    for f in dataclasses.fields(options):
+        if not f.init:
+            continue
+        value, meta, flag = getattr(options, f.name), f.metadata, "--" + f.name.replace("_", "-")
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in (i for i in items if i is not None and not isinstance(i, bool)):
+            problem = None
+            if isinstance(item, (int, float)) and not math.isfinite(item):
+                problem = f"{item!r} is not a finite number"
+            elif "min" in meta and isinstance(item, (int, float)) and item < meta["min"]:
+                problem = f"{item!r} is below the minimum {meta['min']}"
+            elif "max" in meta and isinstance(item, (int, float)) and item > meta["max"]:
+                problem = f"{item!r} is above the maximum {meta['max']}"
+            elif "choices" in meta and item not in meta["choices"]:
+                problem = f"{item!r} is not one of {', '.join(map(str, meta['choices']))}"
+            if problem:
+                raise UsageError(f"invalid value for {flag}: {problem}", hint=meta.get("help") or None)
+
+
+def to_args(options: Any) -> list[str]:
+    """The command-line options that give ``options`` (those that differ from their defaults), in
+    field order and in the form :func:`click_options` parses: what a run records as its command."""
+    args: list[str] = []
+    for f in dataclasses.fields(options):
+        if not f.init:
+            continue
+        value = getattr(options, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if value == default or value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            args += [flag, ",".join(str(v) for v in value)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def to_json(options: Any) -> dict[str, Any]:
+    """The options' values by field name, JSON-friendly (tuples as lists)."""
+    return {f.name: (list(v) if isinstance(v := getattr(options, f.name), tuple) else v)
+            for f in dataclasses.fields(options) if f.init}

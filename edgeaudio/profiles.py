@@ -367,7 +367,8 @@ def load_profiles(extra_paths: Iterable[str | os.PathLike] = ()) -> dict[str, Pr
     Raises ProfileError for the first invalid file, a duplicate name, or a family without
     exactly one default.
     """
-    registered = tuple(str(path) for path in registry.collect("register_profiles"))
+    registered = tuple(str(path) for path in registry.collect(
+        "register_profiles", lambda p: None if isinstance(p, (str, os.PathLike)) else "which is not a path"))
     key = (registered, tuple(str(path) for path in extra_paths))
     if key not in _cache:
         _cache[key] = _load(registered + key[1])

@@ -8,19 +8,24 @@ last partial block padded the same way, so the two agree to the graph's toleranc
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from edgeaudio.backends.base import GraphRunner, backends
 from edgeaudio.bundle import Bundle, load_bundle
-from edgeaudio.errors import BackendUnavailable, BundleError, UsageError
-from edgeaudio.task import Runner, StatePair, Streaming, Task, TensorSpec
+from edgeaudio.errors import BackendUnavailable, BundleError, EdgeAudioError, UsageError
+from edgeaudio.task import InputKind, Runner, StatePair, Streaming, Task, TensorSpec
 from edgeaudio.tasks import get_task
 
 FALLBACK_ORDER = ("openvino", "onnxruntime", "tensorrt", "torch")
+REFERENCE_BACKEND = "torch"  # eager framework code: chosen automatically only when nothing else runs the bundle
+PROBE_PROMPT = "a horn honks twice, then someone types"  # what text-to-audio bundles generate when timed
 PRECISION_ORDER = ("int8", "fp16", "fp32")
 DEFAULT_WINDOW_S = 5.0  # window of a WindowedStream when the caller names none
 BATCH_AXIS = "batch"  # the dynamic axis of that name is the batch axis, wherever it sits
@@ -36,6 +41,7 @@ class LoadedGraph:
         self.state = [StatePair(p["input"], p["output"]) for p in spec.get("state", [])]
         self.streaming = Streaming.from_json(spec["streaming"]) if spec.get("streaming") else None
         self.runner = runner
+        self._state_outputs = frozenset(pair.output for pair in self.state)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.runner.run(feeds)
@@ -59,11 +65,9 @@ class LoadedGraph:
     def step(self, audio: np.ndarray, state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run whole blocks of ``audio`` [channels, samples] from ``state``; return frames and next state."""
         streaming = self._require_streaming()
-        feeds = dict(state)
-        feeds[streaming.audio_input] = np.ascontiguousarray(audio[None, :, :], dtype=np.float32)
-        out = self.run(feeds)
+        out = self.run({**state, streaming.audio_input: np.ascontiguousarray(audio[None], dtype=np.float32)})
         next_state = {pair.input: out[pair.output] for pair in self.state}
-        frames = {name: value for name, value in out.items() if name not in {p.output for p in self.state}}
+        frames = {name: value for name, value in out.items() if name not in self._state_outputs}
         return frames, next_state
 
     def run_offline(self, audio: np.ndarray, latency: int = 0) -> dict[str, np.ndarray]:
@@ -84,8 +88,14 @@ class LoadedGraph:
         """``frames`` starting at output frame ``first``, without those at or after ``limit``."""
         axes = self._require_streaming().time_axes
         keep = max(limit - first, 0)
-        return {name: np.take(value, range(min(keep, value.shape[axes.get(name, 1)])), axis=axes.get(name, 1))
-                for name, value in frames.items()}  # fmt: skip
+        return {name: _head(value, axes.get(name, 1), keep) for name, value in frames.items()}
+
+
+def _head(value: np.ndarray, axis: int, count: int) -> np.ndarray:
+    """The first ``count`` entries of ``value`` along ``axis``: a view, no copy."""
+    index = [slice(None)] * value.ndim
+    index[axis] = slice(0, count)
+    return value[tuple(index)]
 
 
 def pad_to_block(audio: np.ndarray, block: int) -> np.ndarray:
@@ -168,11 +178,13 @@ class Session:
         """Whether the bundle has a streaming graph (stateful, chunk by chunk)."""
         return any(spec.get("streaming") for spec in self.bundle.manifest["graphs"])
 
-    def stream(self, every: float | None = None) -> "Stream | WindowedStream":
+    def stream(self, every: float | None = None, keep_outputs: bool = False) -> "Stream | WindowedStream":
         """A Stream for streaming tasks; for the others (captioning) a WindowedStream that runs
-        the whole-clip pipeline on every ``every`` seconds (default 5) of audio."""
+        the whole-clip pipeline on every ``every`` seconds (default 5) of audio.
+        ``keep_outputs``: the Stream also keeps every raw output for ``outputs()`` (for tests;
+        memory then grows with the input)."""
         if self.streaming:
-            return Stream(self)
+            return Stream(self, keep_outputs)
         return WindowedStream(self, every or DEFAULT_WINDOW_S)
 
 
@@ -180,15 +192,14 @@ class Session:
 class Stream:
     """Chunked, stateful processing. ``accept`` any number of samples; results come per block.
 
-    ``outputs()`` concatenates every raw frame produced so far, equal to ``Session.process_raw``
-    on the same audio once ``flush()`` has run.
+    Memory stays flat however long it runs: a stream holds its graph state, less than one block
+    of audio and what its decoder carries. Opened with ``keep_outputs=True`` it also keeps every
+    raw frame, and ``outputs()`` concatenates them, equal to ``Session.process_raw`` on the same
+    audio once ``flush()`` has run.
     """
 
     session: Session
-    _buffer: np.ndarray | None = None
-    _state: dict[str, np.ndarray] = field(default_factory=dict)
-    _frames: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    _frame_index: int = 0
+    keep_outputs: bool = False
     samples_in: int = 0
     compute_seconds: float = 0.0
 
@@ -196,21 +207,32 @@ class Stream:
         self.graph = self.session.runner.streaming_graph()
         self.block = self.graph.streaming.block
         self._state = self.graph.initial_state()
-        self._buffer = np.zeros((self.session.task.channels, 0), dtype=np.float32)
+        # audio short of a whole block waits here; copied, since a caller may reuse its chunk
+        self._pending = np.zeros((self.session.task.channels, self.block), dtype=np.float32)
+        self._filled = 0
+        self._finished = False
+        self._frames: dict[str, list[np.ndarray]] = {}
+        self._frame_index = 0
         self._decode = self.session.task.decoder()
 
     def accept(self, chunk: np.ndarray, sample_rate: int | None = None) -> list[Any]:
         """Add audio [channels, samples]; run every whole block; return the new decoded results."""
         task = self.session.task
-        if self._buffer is None:
+        if self._finished:
             raise UsageError("this stream was flushed (end of input); open a new one with session.stream()")
         chunk = task.prepare_audio(chunk, task.sample_rate if sample_rate is None else sample_rate)
-        self.samples_in += chunk.shape[1]
-        self._buffer = np.concatenate([self._buffer, chunk], axis=1)
-        usable = (self._buffer.shape[1] // self.block) * self.block
+        count, filled = chunk.shape[1], self._filled
+        self.samples_in += count
+        usable = (filled + count) // self.block * self.block
         if usable == 0:
+            self._pending[:, filled : filled + count] = chunk
+            self._filled += count
             return []
-        ready, self._buffer = self._buffer[:, :usable], self._buffer[:, usable:]
+        taken = usable - filled
+        ready = chunk[:, :taken] if filled == 0 else np.concatenate([self._pending[:, :filled], chunk[:, :taken]], axis=1)
+        self._filled = count - taken
+        if self._filled:
+            self._pending[:, : self._filled] = chunk[:, taken:]
         return self._run(ready)
 
     def flush(self) -> list[Any]:
@@ -218,10 +240,10 @@ class Stream:
         every input sample comes out of a lagging graph, keeping only the frames the input
         accounts for. A flushed stream is finished: later flushes return nothing."""
         latency = self.session.task.latency
-        if self._buffer is None or (self._buffer.shape[1] == 0 and latency == 0):
+        if self._finished or (self._filled == 0 and latency == 0):
             return []
-        ready = pad_to_block(np.pad(self._buffer, ((0, 0), (0, latency))), self.block)
-        self._buffer = None
+        ready = pad_to_block(np.pad(self._pending[:, : self._filled], ((0, 0), (0, latency))), self.block)
+        self._finished = True
         return self._run(ready, limit=self.graph.frames_for(self.samples_in + latency))
 
     def _run(self, audio: np.ndarray, limit: int | None = None) -> list[Any]:
@@ -230,14 +252,18 @@ class Stream:
         self.compute_seconds += time.perf_counter() - start
         if limit is not None:
             frames = self.graph.cut(frames, self._frame_index, limit)
-        axes = self.graph.streaming.time_axes
-        for name, value in frames.items():
-            self._frames.setdefault(name, []).append(value)
-        first = self._frame_index
-        self._frame_index += next(iter(frames.values())).shape[axes.get(next(iter(frames)), 1)]
+        if self.keep_outputs:
+            for name, value in frames.items():
+                self._frames.setdefault(name, []).append(value)
+        first, name = self._frame_index, next(iter(frames))
+        self._frame_index += frames[name].shape[self.graph.streaming.time_axes.get(name, 1)]
         return [self._decode(frames, start_frame=first)]
 
     def outputs(self) -> dict[str, np.ndarray]:
+        """Every raw frame so far, concatenated (a stream opened with ``keep_outputs=True``)."""
+        if not self.keep_outputs:
+            raise UsageError("this stream keeps no raw outputs",
+                             hint="open it with session.stream(keep_outputs=True) to collect them")
         axes = self.graph.streaming.time_axes
         return {name: np.concatenate(parts, axis=axes.get(name, 1)) for name, parts in self._frames.items()}
 
@@ -298,8 +324,17 @@ class WindowedStream:
         return self.compute_seconds / seconds if seconds else 0.0
 
 
-def choose_backend(bundle: Bundle, backend: str, precision: str) -> tuple[Any, str, str]:
-    """Pick (backend class, precision, reason) for ``bundle`` on this host."""
+def choose_backend(
+    bundle: Bundle, backend: str, precision: str, task: Task | None = None, options: Mapping[str, Any] | None = None,
+) -> tuple[Any, str, str]:
+    """Pick (backend class, precision, reason) for ``bundle`` on this host.
+
+    ``backend="auto"``: every installed backend x precision the bundle holds (what passed the
+    accuracy gate; ``precision`` narrows it) is timed briefly on the bundle itself the first time
+    on a host (``measure_candidates``: ``task`` runs its own pipeline on a probe signal, with
+    ``options`` such as threads), the fastest is chosen, and the choice is kept in the edgeaudio
+    cache under the host's fingerprint; the reason quotes the measured times. The torch reference
+    is only a last resort. Without ``task`` (or with one candidate) the host profile's order decides."""
     registered = backends()
     artifacts = bundle.artifacts()
     if backend != "auto":
@@ -311,7 +346,7 @@ def choose_backend(bundle: Bundle, backend: str, precision: str) -> tuple[Any, s
             raise BackendUnavailable(f"backend '{backend}' cannot run here: {why}", hint="see `edgeaudio doctor`")
         return cls, _pick_precision(bundle, cls.artifact, precision, artifacts), f"backend '{backend}' requested"
     order, host_reason = _host_order()
-    skipped = []
+    skipped, usable = [], []
     for name in order:
         cls = registered.get(name)
         if cls is None:
@@ -319,17 +354,149 @@ def choose_backend(bundle: Bundle, backend: str, precision: str) -> tuple[Any, s
         if not any(b == cls.artifact for b, _ in artifacts):
             skipped.append(f"{name}: not in bundle")
             continue
+        if name == REFERENCE_BACKEND and usable:
+            continue  # never imported on the run path when another backend runs the bundle
         ok, why = cls.available()
         if not ok:
             skipped.append(f"{name}: {why}")
             continue
-        chosen = _pick_precision(bundle, cls.artifact, precision, artifacts)
+        usable.append(cls)
+    if usable:
         note = f"; skipped {'; '.join(skipped)}" if skipped else ""
-        return cls, chosen, f"{name}/{chosen}: first usable backend for {host_reason}{note}"
+        candidates = [(cls, p) for cls in usable if cls.name != REFERENCE_BACKEND
+                      for p in ([precision] if precision != "auto" else PRECISION_ORDER) if (cls.artifact, p) in artifacts]
+        if task is None or len(candidates) < 2:
+            cls = next((c for c, _ in candidates), usable[0])
+            chosen = _pick_precision(bundle, cls.artifact, precision, artifacts)
+            return cls, chosen, f"{cls.name}/{chosen}: first usable backend for {host_reason}{note}"
+        cls, chosen, why = _measured_choice(bundle, task, candidates, dict(options or {}), host_reason)
+        return cls, chosen, f"{cls.name}/{chosen}: {why}{note}"
+    kept = sorted({b for b, _ in artifacts})
+    missing = [reason for reason in skipped if not reason.endswith(": not in bundle")]
     raise BackendUnavailable(
-        f"no installed backend can run this bundle ({'; '.join(skipped) or 'no backends registered'})",
-        hint="see `edgeaudio doctor`",
+        f"no backend installed here runs this bundle: it was exported for {bundle.manifest.get('target', 'another target')} "
+        f"with {', '.join(kept) or 'no'} artifacts only ({'; '.join(missing) or 'none of them is registered'})",
+        hint=f"install what the reason names, or export for this host: edgeaudio export {bundle.task_name} "
+             f"--target {_host_profile_name()}",
     )
+
+
+def probe_signal(channels: int, sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Deterministic test audio, tones plus noise [channels, samples]: what backends are timed on."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    tone = 0.2 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 0.5 * t))
+    return (tone[None, :] + 0.05 * rng.standard_normal((channels, t.size))).astype(np.float32)
+
+
+def measure_candidates(bundle: Bundle, task: Task, candidates, options: Mapping[str, Any],
+                       rounds: int = 3) -> tuple[list[dict[str, Any]], str]:
+    """Milliseconds the task's own work takes on each (backend class, precision), decoding
+    included (the work: ``_probe``), and that work in words. All candidates are loaded and warmed
+    up first, then timed in ``rounds`` interleaved rounds (a busy moment on the machine hits them
+    all), the median kept. A candidate that fails to load or run is reported, not timed."""
+    rows, probes, what = [], [], ""
+    for cls, precision in candidates:
+        row: dict[str, Any] = {"backend": cls.name, "precision": precision}
+        rows.append(row)
+        try:
+            runner = BundleRunner(bundle, task, cls(dict(options)), precision)
+            runner.load_all()
+            probe, what = _probe(Session(task, bundle, runner, cls.name, precision, "measuring"))
+            probe()
+            probes.append((row, probe, []))
+        except Exception as exc:  # a backend's own load or run error, or a task that cannot be probed
+            row["error"] = f"{type(exc).__name__}: {_first_line(exc)}"
+    for _ in range(rounds):
+        for row, probe, times in probes:
+            start = time.perf_counter()
+            probe()
+            times.append(time.perf_counter() - start)
+    for row, _, times in probes:
+        row["ms"] = round(1000 * float(np.median(times)), 3)
+    return rows, what
+
+
+def _probe(session: Session):
+    """The work a backend is timed on, and its description: a streaming task's Stream over 1 s of
+    probe audio in one-block chunks (live use), a clip task's ``Session.process`` on 3 s, a text
+    task's ``generate`` of 1 s."""
+    task = session.task
+    if task.input_kind is InputKind.TEXT:
+        return (lambda: session.generate(PROBE_PROMPT, seconds=1.0, seed=0)), "1 s generated"
+    if session.streaming:
+        audio = probe_signal(task.channels, task.sample_rate, 1.0)
+        block = session.runner.streaming_graph().streaming.block
+
+        def stream():
+            live = session.stream()
+            for offset in range(0, audio.shape[1], block):
+                live.accept(audio[:, offset : offset + block])
+            live.flush()
+
+        return stream, f"1 s streamed in {1000 * block / task.sample_rate:.0f} ms blocks"
+    audio = probe_signal(task.channels, task.sample_rate, 3.0)
+    return (lambda: session.process(audio, task.sample_rate)), "a 3 s clip"
+
+
+def _measured_choice(bundle: Bundle, task: Task, candidates, options: dict[str, Any], host_reason: str) -> tuple[Any, str, str]:
+    """The fastest candidate by ``measure_candidates``, measured once per host and bundle and
+    kept in the cache; and why, with the measurements, in words."""
+    import datetime
+    import json
+
+    from edgeaudio.bundle import MANIFEST, sha256_file
+    from edgeaudio.cache import cache_root
+
+    host = _host_fingerprint(options, [cls for cls, _ in candidates])
+    names = [f"{cls.name}/{p}" for cls, p in candidates]
+    key = hashlib.sha256(json.dumps([host, sha256_file(bundle.root / MANIFEST), names], sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_root() / "backend-choice" / f"{key}.json"
+    record = json.loads(path.read_text()) if path.is_file() else None
+    if record is None:
+        when = datetime.datetime.now().isoformat(timespec="minutes")
+        measured, what = measure_candidates(bundle, task, candidates, options)
+        record = {"host": host, "bundle": str(bundle.root), "measured_at": when, "probe": what, "measured": measured}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spare = path.with_suffix(f".{os.getpid()}.tmp")
+        spare.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(spare, path)
+        source = f"measured now, kept in {path}"
+    else:
+        source = f"as measured on this host {record['measured_at']} ({path})"
+    timed = sorted((row for row in record["measured"] if "ms" in row), key=lambda row: row["ms"])
+    if not timed:  # nothing could be timed: the host profile's order decides, and the load says why
+        failed = "; ".join(f"{row['backend']}/{row['precision']}: {row['error']}" for row in record["measured"])
+        return candidates[0][0], candidates[0][1], f"first usable backend for {host_reason}; none could be timed ({failed})"
+    best = timed[0]
+    cls = next(cls for cls, p in candidates if cls.name == best["backend"] and p == best["precision"])
+    numbers = ", ".join(f"{row['backend']}/{row['precision']} {row['ms']:.3g} ms" for row in timed)
+    failed = [f"{row['backend']}/{row['precision']} failed ({row['error']})" for row in record["measured"] if "ms" not in row]
+    return cls, best["precision"], (f"fastest of the usable backends for {host_reason}, {record['probe']}: {numbers}"
+                                    + (f"; {'; '.join(failed)}" if failed else "") + f"; {source}")
+
+
+def _host_fingerprint(options: Mapping[str, Any], classes) -> dict[str, Any]:
+    """What makes a measurement hold on a machine: CPU, cores, system, the backends' versions
+    and devices (their ``available()`` lines) and the options they run with."""
+    import platform
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"system": f"{platform.system()} {platform.release()} {platform.machine()}", "cpu": cpu, "cores": cores,
+            "backends": {cls.name: cls.available()[1] for cls in dict.fromkeys(classes)},
+            "options": {k: v for k, v in sorted(options.items()) if isinstance(v, (int, float, str))}}
+
+
+def _host_profile_name() -> str:
+    from edgeaudio.profiles import this_host
+
+    return this_host()[0].name
 
 
 def _host_order() -> tuple[list[str], str]:
@@ -362,23 +529,36 @@ def load(
     threads: int | None = None,
     device: str | None = None,
     task: Task | None = None,
+    trust: Sequence[str | Path] | None = None,
 ) -> Session:
     """Load a bundle (directory or ``.eab``) and pick a backend; ``session.reason`` says why.
     ``task``: the task object the bundle was just made for, reused when it is configured as the
-    bundle records (else the installed plugin's task is built from the manifest)."""
+    bundle records (else the installed plugin's task is built from the manifest). ``trust``:
+    public key files the bundle must be signed by, besides the environment's trust setting
+    (``edgeaudio.signing``)."""
     if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+        from edgeaudio.signing import trust_setting
+
+        bundle = load_bundle(bundle, trust=trust_setting(trust) if trust else None)
     if task is None or not _made_for(bundle, task):
         task = task_for_bundle(bundle)
-    cls, chosen_precision, reason = choose_backend(bundle, backend, precision)
     options: dict[str, Any] = {"threads": threads} if threads else {}
     if device:
         options["device"] = device
+    cls, chosen_precision, reason = choose_backend(bundle, backend, precision, task, options)
     start = time.perf_counter()
     runner = BundleRunner(bundle, task, cls(options), chosen_precision)
-    runner.load_all()
+    try:
+        runner.load_all()
+    except (EdgeAudioError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the backend's own error on a graph file
+        raise BundleError(f"bundle {bundle.root}: {cls.name} cannot load its {chosen_precision} graphs "
+                          f"({type(exc).__name__}: {_first_line(exc)})", hint=_MISMATCH_HINT) from exc
     seconds = time.perf_counter() - start
-    return Session(task, bundle, runner, cls.name, chosen_precision, reason, seconds)
+    session = Session(task, bundle, runner, cls.name, chosen_precision, reason, seconds)
+    _self_check(session)
+    return session
 
 
 def _made_for(bundle: Bundle, task: Task) -> bool:
@@ -390,12 +570,57 @@ def _made_for(bundle: Bundle, task: Task) -> bool:
 
 
 def task_for_bundle(bundle: Bundle) -> Task:
-    """The installed task plugin for the bundle, configured as it was exported, version-checked."""
+    """The installed task plugin for the bundle, configured as it was exported, version-checked,
+    and agreeing with the bundle on sample rate and channels."""
     info = bundle.manifest["task"]
-    task = get_task(info["name"], bundle.manifest.get("provenance", {}).get("config"))
+    try:
+        task = get_task(info["name"], bundle.manifest.get("provenance", {}).get("config"))
+    except (EdgeAudioError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the task's own code, on a config the manifest carries
+        raise BundleError(f"bundle {bundle.root}: its recorded config does not fit task '{info['name']}' "
+                          f"({type(exc).__name__}: {exc})", hint=_MISMATCH_HINT) from exc
     if str(task.version) != str(info["version"]):
         raise BundleError(
             f"bundle was exported by task '{task.name}' version {info['version']}, installed is {task.version}",
             hint="re-export the bundle with the installed plugin, or install the matching plugin version",
         )
+    audio = bundle.manifest["audio"]
+    if (audio["sample_rate"], audio["channels"]) != (task.sample_rate, task.channels):
+        raise BundleError(f"bundle {bundle.root} says {audio['sample_rate']} Hz, {audio['channels']} channel(s); "
+                          f"task '{task.name}' as configured there takes {task.sample_rate} Hz, {task.channels}",
+                          hint=_MISMATCH_HINT)
     return task
+
+
+_MISMATCH_HINT = ("re-export the bundle (an edited manifest no longer matches its graphs or task); if `edgeaudio "
+                  "export` made it as it is, this is a bug: rerun with --debug and report it")
+
+
+def _self_check(session: Session) -> None:
+    """Run one short silence through the bundle's graphs and the task's decode, so a bundle whose
+    manifest does not fit its graphs or its task (an edited streaming block, a changed config) is
+    refused at load with a message instead of failing mid-run. Tasks that generate from text are
+    not run here: one generation costs as much as a real one."""
+    task = session.task
+    if task.input_kind is InputKind.TEXT:
+        return
+    try:
+        if session.streaming:
+            stream = session.stream()
+            stream.accept(np.zeros((task.channels, stream.block), np.float32))
+            stream.flush()
+        else:
+            seconds = max(task.min_input_seconds, 0.1)
+            task.decode(task.process(session.runner, np.zeros((task.channels, round(seconds * task.sample_rate)), np.float32)))
+    except (EdgeAudioError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise BundleError(f"bundle {session.bundle.root} does not run as its manifest describes: "
+                          f"{type(exc).__name__}: {_first_line(exc)}", hint=_MISMATCH_HINT) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a runtime's message (OpenVINO's run to dozens of lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else repr(exc)

@@ -6,6 +6,7 @@ this contract and nothing about any particular task.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -82,6 +83,16 @@ class MetricGate:
         return {"metric": self.metric, "max_drop": self.max_drop, "higher_is_better": self.higher_is_better}
 
 
+class EvalSet(list):
+    """The items of a validation or calibration set, and the name reports give it (where it came
+    from: the set the package ships, a folder of the user's). A list, so ``evaluate`` and
+    ``calibration_data`` take it as they take any list of items."""
+
+    def __init__(self, items: Iterable[Any], name: str):
+        super().__init__(items)
+        self.name = name
+
+
 class InputKind(str, Enum):
     """How a task takes its input; the core picks the source, loop and sinks from this alone.
 
@@ -123,7 +134,10 @@ class Task:
     ``run_options``: a dataclass of the task's own ``run`` options (``edgeaudio.options``), handed
     to ``generate`` as keywords for TEXT tasks; None when it has none,
     ``latency``: samples by which the streaming graph's output lags its input (0 for most); at the
-    end of an input the runtime feeds that much silence so the last input samples come out.
+    end of an input the runtime feeds that much silence so the last input samples come out,
+    ``min_input_seconds``: the shortest input whose results mean anything (the model's receptive
+    field); ``run`` warns about shorter input and refuses an ``--every`` window shorter than it.
+    A streaming graph's block counts too, whichever is longer.
     """
 
     name: str = ""
@@ -138,6 +152,7 @@ class Task:
     per_array: bool = False
     run_options: type | None = None
     latency: int = 0
+    min_input_seconds: float = 0.0
     gate: MetricGate | None = None
 
     def __init__(self, config: Mapping[str, Any] | None = None):
@@ -189,13 +204,23 @@ class Task:
         raise BundleError(f"task '{self.name}' no longer defines graph '{graph_name}'", hint="re-export the bundle")
 
     # -- data and metrics --------------------------------------------------------------------
-    def calibration_data(self, count: int = 32) -> Iterable[dict[str, dict[str, np.ndarray]]]:
-        """Representative feeds for INT8 calibration: ``{graph_name: {input_name: array}}`` each."""
+    def calibration_data(self, count: int = 32, dataset: Any = None) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """Representative feeds for INT8 calibration: ``{graph_name: {input_name: array}}`` each,
+        made from ``dataset`` (items as ``read_dataset`` returns them: ``export --calibration
+        DIR``) or, when it is None, from the task's own data."""
         return []
 
     def validation_set(self) -> Any:
-        """A small labelled set ``evaluate`` accepts; None when the task has none."""
+        """A small labelled set ``evaluate`` accepts (an ``EvalSet``, so reports can name it); None
+        when the task has none. It must not need data the base install cannot make: first-party
+        tasks ship theirs in the package."""
         return None
+
+    def read_dataset(self, path: Path) -> Any:
+        """The items of a folder of the user's own data in the task's documented format, as
+        ``evaluate`` and ``calibration_data`` take them (``export --validation/--calibration
+        DIR``). A folder in another format is a UsageError naming the file and what was expected."""
+        raise UsageError(f"task '{self.name}' reads no data of your own", hint="export without --calibration/--validation")
 
     def evaluate(self, runner: "Runner", dataset: Any) -> dict[str, float]:
         """Task metrics of ``runner`` on ``dataset`` (keys include ``self.gate.metric``)."""
@@ -222,7 +247,7 @@ class Task:
             )
         if audio.shape[1] == 0:
             raise AudioInputError("audio is empty (0 samples)", hint="check the file or the device")
-        if not np.all(np.isfinite(audio)):
+        if not _all_finite(audio):
             raise AudioInputError("audio contains NaN or infinite samples", hint="check the source")
         return audio
 
@@ -266,6 +291,13 @@ class Task:
         ``options``: an instance of ``train_options``, or None for its defaults (always None when
         the task declares no ``train_options``)."""
         raise UsageError(f"task '{self.name}' has no trainer")
+
+
+def _all_finite(audio: np.ndarray) -> bool:
+    """Whether every sample is finite, in one BLAS call for a stream's chunk: the sum of squares is
+    finite unless a sample is NaN or infinite, or beyond 1e19 (then the exact test decides)."""
+    flat = audio.reshape(-1)
+    return math.isfinite(np.dot(flat, flat)) or bool(np.isfinite(audio).all())
 
 
 class Runner:

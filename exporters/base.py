@@ -45,7 +45,7 @@ class ExportTarget:
 
 
 def export_targets() -> dict[str, type[ExportTarget]]:
-    return {cls.name: cls for cls in registry.collect("register_export_targets")}
+    return {cls.name: cls for cls in registry.collect("register_export_targets", registry.subclass_check(ExportTarget))}
 
 
 def get_export_target(name: str) -> type[ExportTarget]:

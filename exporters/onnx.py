@@ -24,7 +24,7 @@ def export_onnx(graph: Graph, path: Path) -> Path:
             raise ExportError(f"graph '{graph.name}' has neither a torch module nor an ONNX file")
         path.write_bytes(Path(graph.onnx_path).read_bytes())
         return path
-    torch = require("torch", "torch")
+    torch = require("torch")
     args = tuple(torch.from_numpy(np.ascontiguousarray(graph.example_inputs[n])) for n in graph.input_names)
     module = graph.module.eval()
     with warnings.catch_warnings(), torch.no_grad():
@@ -46,7 +46,7 @@ def export_onnx(graph: Graph, path: Path) -> Path:
 
 
 def torch_outputs(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    torch = require("torch", "torch")
+    torch = require("torch")
     args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in graph.input_names]
     with torch.inference_mode():
         out = graph.module.eval()(*args)
@@ -80,7 +80,7 @@ def check_onnx_parity(graph: Graph, path: Path) -> dict[str, dict[str, float | b
     """
     if graph.module is None:
         return {}
-    ort = require("onnxruntime", "onnxruntime")
+    ort = require("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = dict(zip(graph.output_names, session.run(graph.output_names, dict(graph.example_inputs))))
     report = compare_outputs(torch_outputs(graph, graph.example_inputs), got, graph.atol, graph.rtol)

@@ -18,7 +18,7 @@ from edgeaudio.task import Graph
 
 
 def _ignored_scope(graph: Graph):
-    nncf = require("nncf", "openvino")
+    nncf = require("nncf")
     patterns = [re.escape(s) + ".*" for s in graph.keep_float if s.startswith("/")]
     types = [s for s in graph.keep_float if not s.startswith("/")]
     return nncf.IgnoredScope(patterns=patterns, types=types, validate=False)
@@ -43,14 +43,14 @@ class OpenVinoTarget(ExportTarget):
         return True, f"openvino {openvino.__version__} with nncf"
 
     def build(self, graph: Graph, onnx_path: Path, precision: str, out_dir: Path, calibration: Sequence[Feeds]):
-        ov = require("openvino", "openvino")
+        ov = require("openvino")
         if precision not in self.precisions:
             raise ExportError(f"openvino target cannot build {precision}; it builds {self.precisions}")
         model = ov.convert_model(str(onnx_path))
         if precision == "int8":
             if not calibration:
                 raise ExportError(f"INT8 needs calibration data and task graph '{graph.name}' provided none")
-            nncf = require("nncf", "openvino")
+            nncf = require("nncf")
             nncf.set_log_level(logging.WARNING)
             shared_core()  # exists before NNCF's own Core, so their lifetimes nest (see shared_core)
             with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars would mix into results

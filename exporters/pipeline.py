@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +28,7 @@ from edgeaudio.task import Graph, Task
 
 Log = Callable[[str], None]
 PRECISIONS = ("fp32", "fp16", "int8")
+SPEED_MARGIN = 0.05  # a lower precision must take at most 95 % of fp32's time to be a backend's default
 
 
 @dataclass
@@ -75,19 +75,35 @@ def export_task(
     archive: bool = False,
     validation: Any = None,
     log: Log = print,
+    sign: str | Path | None = None,
+    calibration: Any = None,
 ) -> ExportResult:
+    """Build the bundle in a staging folder beside ``out_dir`` (``.export-PID-*``: removed when the
+    export fails, and by the next export in that folder when its process was killed), then rename
+    it into place. An export holds a lock on ``out_dir`` (``edgeaudio.cache.lock``), so a second
+    export to the same folder waits and then fails cleanly instead of racing the rename. ``sign``:
+    a private key file (``edgeaudio keygen``) whose signature of the manifest goes with the bundle."""
+    from edgeaudio.cache import lock
+    from edgeaudio.signing import load_private_key, sign_bundle
+    from edgeaudio.staging import staging_dir
+
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UsageError(f"{out_dir} exists and is not empty", hint="choose another --output or remove it")
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure(out_dir.parent)))
-    try:
-        result = _export_into(task, plan, staging, checkpoint, validation, log)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    if sign is not None:
+        load_private_key(sign)  # a bad key fails now, not after the export's minutes of work
+    with lock(f"export:{out_dir.resolve()}"):
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise UsageError(f"{out_dir} exists and is not empty", hint="choose another --output or remove it")
+        staging = staging_dir(out_dir.parent, "export")
+        try:
+            result = _export_into(task, plan, staging, checkpoint, validation, log, calibration)
+            if sign is not None:
+                log(f"signed by key {sign_bundle(staging, sign)} ({sign})")
+            if out_dir.exists():
+                out_dir.rmdir()
+            staging.rename(out_dir)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     result.bundle_dir = out_dir
     if archive:
         result.archive = pack_archive(out_dir, out_dir.with_suffix(".eab"))
@@ -95,14 +111,14 @@ def export_task(
     return result
 
 
-def _export_into(task: Task, plan: ExportPlan, root: Path, checkpoint, validation, log: Log) -> ExportResult:
+def _export_into(task: Task, plan: ExportPlan, root: Path, checkpoint, validation, log: Log, calibration=None) -> ExportResult:
     checkpoint = checkpoint or task.default_checkpoint()
     model = _load_model(task, checkpoint)
     graphs = task.graphs(model)
     notes: list[str] = []
     parity: dict[str, dict[str, Any]] = {}
     graph_entries = []
-    calibration = _calibration_by_graph(task, plan, log)
+    calibration = _calibration_by_graph(task, plan, log, calibration)
     targets = {name: export_targets()[name]() for name in plan.targets}
     for graph in graphs:
         log(f"[{graph.name}] torch -> ONNX")
@@ -126,7 +142,8 @@ def _export_into(task: Task, plan: ExportPlan, root: Path, checkpoint, validatio
     bundle = Bundle(root, manifest)
     _check_artifact_parity(task, bundle, graphs, targets, parity, log)
     gate = _apply_gate(task, bundle, targets, validation, notes, log)
-    manifest = dict(bundle.manifest, reports={"parity": parity, "gate": gate, "notes": notes})
+    speed = _check_speed(task, bundle, targets, plan, notes, log)
+    manifest = dict(bundle.manifest, reports={"parity": parity, "gate": gate, "speed": speed, "notes": notes})
     manifest["default_precision"] = _default_precisions(manifest, plan)
     write_manifest(root, manifest)
     return ExportResult(root, None, manifest, notes)
@@ -139,15 +156,30 @@ def _load_model(task: Task, checkpoint: str | None):
         return None  # a task that brings its own ONNX graphs
 
 
-def _calibration_by_graph(task: Task, plan: ExportPlan, log: Log) -> dict[str, list[dict[str, np.ndarray]]]:
+def _calibration_by_graph(task: Task, plan: ExportPlan, log: Log, dataset: Any = None) -> dict[str, list[dict[str, np.ndarray]]]:
+    """INT8 calibration feeds per graph, from ``dataset`` (the user's ``--calibration`` items)
+    or else the task's own data."""
     if "int8" not in plan.precisions:
         return {}
-    log("collecting calibration data")
+    log("collecting calibration data" + (f" from {_describe(dataset)}" if dataset is not None else ""))
     by_graph: dict[str, list[dict[str, np.ndarray]]] = {}
-    for sample in task.calibration_data():
+    for sample in task.calibration_data() if dataset is None else task.calibration_data(dataset=dataset):
         for name, feeds in sample.items():
             by_graph.setdefault(name, []).append(feeds)
     return by_graph
+
+
+def _set_name(dataset: Any) -> str:
+    """What a data set is called in reports: its ``EvalSet`` name, else the task's own set."""
+    return getattr(dataset, "name", None) or "the task's validation set"
+
+
+def _items(dataset: Any) -> int | None:
+    return len(dataset) if hasattr(dataset, "__len__") else None
+
+
+def _describe(dataset: Any) -> str:
+    return f"{_set_name(dataset)} ({_items(dataset) if _items(dataset) is not None else 'unknown number of'} items)"
 
 
 def _torch_artifact(graph: Graph, model, root: Path) -> list[dict[str, Any]]:
@@ -243,7 +275,7 @@ def _reference_outputs(graph: Graph) -> tuple[dict[str, np.ndarray], str]:
     """The outputs artifacts must match on the example inputs, and what produced them."""
     if graph.module is not None:
         return torch_outputs(graph, graph.example_inputs), "torch"
-    ort = require("onnxruntime", "onnxruntime")
+    ort = require("onnxruntime")
     session = ort.InferenceSession(str(graph.onnx_path), providers=["CPUExecutionProvider"])
     values = session.run(graph.output_names, {n: graph.example_inputs[n] for n in graph.input_names})
     return dict(zip(graph.output_names, values)), "the task's ONNX in onnxruntime"
@@ -265,10 +297,14 @@ def _apply_gate(task: Task, bundle: Bundle, targets, validation, notes: list[str
 
     gate = task.gate
     reference_backend = "torch" if any(a["backend"] == "torch" for a in bundle.manifest["graphs"][0]["artifacts"]) else "onnxruntime"
-    log(f"gate: evaluating {reference_backend}/fp32 reference on the validation set")
+    log(f"gate: evaluating {reference_backend}/fp32 reference on {_describe(dataset)}")
     reference = task.evaluate(BundleRunner(bundle, task, registered_backends()[reference_backend]({}), "fp32"), dataset)
     reference = {name: float(value) for name, value in reference.items()}
-    report: dict[str, Any] = {"gate": gate.to_json(), "reference": {"backend": reference_backend, **reference}, "candidates": {}}
+    from edgeaudio.fingerprint import content_hash
+
+    report: dict[str, Any] = {"gate": gate.to_json(), "dataset": {"name": _set_name(dataset), "items": _items(dataset)},
+                              "reference": {"backend": reference_backend, **reference}, "candidates": {},
+                              "validation_sha256": content_hash(dataset)}  # which data the verdicts come from
     proxies = {t.backend: getattr(t, "proxy_backend", None) for t in targets.values() if not t.runs_here}
     rejected: list[tuple[str, str]] = []
     for backend, precision in lower:
@@ -322,17 +358,53 @@ def _drop_artifacts(bundle: Bundle, rejected: list[tuple[str, str]]) -> None:
 
 
 def _default_precisions(manifest: dict[str, Any], plan: ExportPlan) -> dict[str, str]:
+    """Per backend, the first precision of the target profile's order that the bundle kept,
+    passing over one the speed check found no faster than fp32."""
     from edgeaudio.profiles import get_target
 
     order = list(get_target(plan.profile)[0].precisions) + ["fp32", "fp16", "int8"]
+    slow = {name for name, row in manifest["reports"].get("speed", {}).get("candidates", {}).items() if not row["faster"]}
     have: dict[str, set[str]] = {}
     for graph in manifest["graphs"]:
         for artifact in graph["artifacts"]:
             have.setdefault(artifact["backend"], set()).add(artifact["precision"])
-    return {backend: next(p for p in order if p in precisions) for backend, precisions in have.items()}
+    return {backend: next(p for p in order if p in precisions and f"{backend}/{p}" not in slow)
+            for backend, precisions in have.items()}
 
 
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def _check_speed(task: Task, bundle: Bundle, targets, plan: ExportPlan, notes: list[str], log: Log) -> dict[str, Any]:
+    """Beside the accuracy gate: is each lower precision that passed it faster than fp32 on the
+    same backend? Timed on the task's own work, candidates interleaved (``runtime.measure_candidates``),
+    on this host, so only for a bundle exported for this host's profile. A precision that is not
+    at least ``SPEED_MARGIN`` faster stays in the bundle (``--precision`` takes it) but is not the
+    backend's default; ``edgeaudio run`` with ``auto`` measures again wherever it runs."""
+    from edgeaudio.profiles import this_host
+    from edgeaudio.runtime import measure_candidates
 
+    host = this_host()[0].name
+    if plan.profile != host:
+        return {"skipped": f"exported for {plan.profile} on a {host} host: speed is measured where the bundle runs"}
+    registered, runnable = registered_backends(), {t.backend for t in targets.values() if t.runs_here}
+    lower = sorted({(a["backend"], a["precision"]) for g in bundle.manifest["graphs"] for a in g["artifacts"]
+                    if a["precision"] != "fp32" and a["backend"] in runnable and a["backend"] in registered})
+    if not lower:
+        return {}
+    backends = sorted({backend for backend, _ in lower})
+    candidates = [(registered[b], p) for b in backends for p in ["fp32", *(p for x, p in lower if x == b)]]
+    log(f"speed: timing {', '.join(f'{cls.name}/{p}' for cls, p in candidates)} on the task's own work")
+    rows, probe = measure_candidates(bundle, task, candidates, {}, rounds=5)
+    ms = {f"{r['backend']}/{r['precision']}": r.get("ms") for r in rows}
+    report: dict[str, Any] = {"probe": probe, "host": host, "margin": SPEED_MARGIN, "ms": ms, "candidates": {}}
+    for backend, precision in lower:
+        name, reference = f"{backend}/{precision}", ms.get(f"{backend}/fp32")
+        if ms.get(name) is None or reference is None:
+            notes.append(f"{name}: speed not measured (it did not run here)")
+            continue
+        ratio = ms[name] / reference
+        faster = ratio <= 1 - SPEED_MARGIN
+        report["candidates"][name] = {"ms": ms[name], "vs_fp32": round(ratio, 3), "faster": faster}
+        if not faster:
+            notes.append(f"{name} is not faster than fp32 here ({ratio:.2f}x its time on {probe}): "
+                         f"kept, but not the default precision of {backend}")
+        log(f"speed: {name} {ms[name]:.3g} ms vs fp32 {reference:.3g} ms ({ratio:.2f}x) -> {'faster' if faster else 'NOT faster'}")
+    return report

@@ -16,8 +16,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Archive unpacking and default bundles go to a per-session temp cache, never ~/.cache."""
+    """Archive unpacking and default bundles go to a per-session temp cache, never ~/.cache; the
+    user's trust settings and task choices (a trust folder in ~/.config) do not reach the tests."""
     monkeypatch.setenv("EDGEAUDIO_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("EDGEAUDIO_CONFIG", str(tmp_path_factory.getbasetemp() / "config"))
+    monkeypatch.delenv("EDGEAUDIO_TRUST", raising=False)
+    monkeypatch.delenv("EDGEAUDIO_TASK_PLUGINS", raising=False)
 
 
 @pytest.fixture

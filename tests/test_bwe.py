@@ -164,7 +164,7 @@ def test_stream_equals_session(bwe_plugin, bwe_bundle, backend, chunk):
     clip = telephone_input(speechlike(4, 1.3))[None, :-7]  # not a whole number of blocks
     offline = session.process_raw(clip, SAMPLE_RATE)["wideband"]
     assert offline.shape == (1, 1, clip.shape[1] + task.latency)
-    stream = session.stream()
+    stream = session.stream(keep_outputs=True)
     results = []
     for offset in range(0, clip.shape[1], chunk):
         results.extend(stream.accept(clip[:, offset : offset + chunk]))
@@ -216,12 +216,16 @@ def test_tiny_train_export_run(bwe_plugin, tmp_path):
 
     corpus = _tiny_corpus(tmp_path / "corpus")
     options = BweTrainOptions(epochs=1, items=8, batch_size=4, corpus=str(corpus), progress=False)
-    summary = get_task("bwe", TINY).train(str(tmp_path / "run"), options)
-    assert summary["heldout_metrics"]["voices"] == ["held"]
-    assert summary["data"]["clips"]["val"] == {"a": 1, "b": 1}
+    result = get_task("bwe", TINY).train(str(tmp_path / "run"), options)
+    sidecar = json.loads((tmp_path / "run" / "weights.json").read_text())
+    assert sidecar["details"]["heldout"]["voices"] == ["held"] and result["metrics"] == sidecar["metrics"]
+    assert result["metrics"]["lsd"] > 0 and result["metrics"]["upsampling_lsd"] > 0  # bwe prints a metric now
+    assert sidecar["data"]["clips"]["val"] == {"a": 1, "b": 1}
+    gain = sidecar["details"]["extension_gain_choice"]["chosen_db"]
+    assert sidecar["config"]["extension_gain_db"] == gain  # the run's own level, not the shipped sidecar's
     export("bwe", target="x86-cpu", precisions=["fp32"], backends=["onnxruntime"],
-           checkpoint=str(tmp_path / "run" / "best.safetensors"), output=tmp_path / "bundle",
-           config=TINY, log=lambda message: None)
+           checkpoint=str(tmp_path / "run"), output=tmp_path / "bundle", log=lambda message: None)
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["provenance"]["config"]["extension_gain_db"] == gain
     call = tmp_path / "call.wav"
     write_audio(call, speechlike(9, 1.5)[None, ::2], 8000)  # an 8 kHz recording
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "bundle"), "--input", str(call),

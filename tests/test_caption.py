@@ -74,6 +74,69 @@ def test_metrics_on_hand_checked_examples():
     assert metrics.cider_d(["a dog barks", "a dog barks"], [["a dog barks"], ["a dog barks"]]) == 0.0
 
 
+def _coco_bleu(candidates, references, n=4):
+    """BLEU-1..n as the COCO caption scorer computes it (pycocoevalcap ``bleu/bleu_scorer.py``,
+    ``BleuScorer.compute_score(option="closest")``), transcribed rule for rule so the numbers the
+    tests pin come from the reference's own booking, not from ours: per sentence ``cook_refs`` /
+    ``cook_test`` (n-gram counts of ``split()`` words, clipped by the maximum count over the
+    references; guesses ``max(0, len - k + 1)``; "closest" reference length, ties to the shorter),
+    corpus totals, then ``bleu *= (correct + tiny) / (guess + small)`` with tiny 1e-15 and small
+    1e-9, ``bleu ** (1 / (k + 1))`` and the brevity factor ``exp(1 - 1 / ratio)`` where
+    ``ratio = (testlen + tiny) / (reflen + small) < 1``. Words are ``normalize``d first, as our
+    scorer does in place of the PTB tokenizer."""
+    from collections import Counter
+
+    tiny, small = 1e-15, 1e-9
+    totals = {"testlen": 0, "reflen": 0, "guess": [0] * n, "correct": [0] * n}
+    for cand, refs in zip(candidates, references):
+        words = " ".join(normalize(cand)).split()
+        maxcounts, reflens = Counter(), []
+        for ref in refs:
+            ref_words = " ".join(normalize(ref)).split()
+            reflens.append(len(ref_words))
+            counts = Counter(tuple(ref_words[i:i + k]) for k in range(1, n + 1) for i in range(len(ref_words) - k + 1))
+            for gram, count in counts.items():
+                maxcounts[gram] = max(maxcounts.get(gram, 0), count)
+        testlen = len(words)
+        totals["testlen"] += testlen
+        totals["reflen"] += min((abs(length - testlen), length) for length in reflens)[1]
+        counts = Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+        for k in range(n):
+            totals["guess"][k] += max(0, testlen - k)
+        for gram, count in counts.items():
+            totals["correct"][len(gram) - 1] += min(maxcounts.get(gram, 0), count)
+    bleus, bleu = [], 1.0
+    for k in range(n):
+        bleu *= float(totals["correct"][k] + tiny) / (totals["guess"][k] + small)
+        bleus.append(bleu ** (1.0 / (k + 1)))
+    ratio = (totals["testlen"] + tiny) / (totals["reflen"] + small)
+    if ratio < 1:
+        bleus = [b * math.exp(1 - 1 / ratio) for b in bleus]
+    return bleus
+
+
+def test_bleu_equals_the_coco_scorer_where_an_order_has_no_match():
+    """BLEU-4 once smoothed with 1e-9 where the COCO scorer uses 1e-15 on the matches: equal
+    whenever every order matches, far apart when one does not. "a dog barks loudly" against "a
+    dog is barking loudly" matches 3/4 words, 1/3 bigrams and no 3- or 4-gram; by the scorer's
+    rule BLEU-4 = exp(1 - 5/4) * (3/4 * 1/3 * 1e-15/2 * 1e-15/1) ** (1/4) = 1.46e-8 (the old
+    smoothing gave 1.46e-5)."""
+    cand, refs = ["a dog barks loudly"], [["a dog is barking loudly"]]
+    expected = math.exp(1 - 5 / 4) * ((3 + 1e-15) / (4 + 1e-9) * (1 + 1e-15) / (3 + 1e-9) * 1e-15 / (2 + 1e-9) * 1e-15 / (1 + 1e-9)) ** 0.25
+    assert metrics.bleu(cand, refs)[3] == pytest.approx(expected, rel=1e-9)
+    assert expected == pytest.approx(1.464e-8, rel=1e-3)
+    assert metrics.bleu(cand, refs) == pytest.approx(_coco_bleu(cand, refs), rel=1e-12)
+    rng = np.random.default_rng(0)
+    words = "a dog barks car horn honks music plays loudly while then twice rain falls".split()
+    for _ in range(200):  # short random corpora: orders without a match come up often
+        size = int(rng.integers(1, 4))
+        candidates = [" ".join(rng.choice(words, int(rng.integers(1, 7)))) for _ in range(size)]
+        references = [[" ".join(rng.choice(words, int(rng.integers(1, 8)))) for _ in range(int(rng.integers(1, 4)))]
+                      for _ in range(size)]
+        assert metrics.bleu(candidates, references) == pytest.approx(_coco_bleu(candidates, references), rel=1e-12, abs=1e-300)
+    assert metrics.bleu(CANDIDATES, REFERENCES) == pytest.approx(_coco_bleu(CANDIDATES, REFERENCES), rel=1e-12)
+
+
 def test_event_mentions_use_longest_synonym_first():
     keywords = data.EVENT_KEYWORDS
     assert metrics.mentioned_classes("A car horn blares while a car drives past.", keywords) == {"horn", "vehicle"}

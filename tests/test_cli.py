@@ -85,7 +85,13 @@ def test_export_run_bench_eval(runner, tiny_plugin, tmp_path):
     assert set(rows) >= {("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "int8")}
     assert rows[("torch", "fp32")]["speedup_vs_torch"] == 1.0
     assert rows[("onnxruntime", "fp32")]["parity_max_abs"] < 1e-5
-    assert all(r["p50_ms"] > 0 and r["rtf"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["rtf"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+    # each row in its own process (the in-process tiny plugin registered there too), the runtime
+    # timed against its backend's own calls on the same inputs, whole clip and one block at a time
+    assert report["peak_rss_isolated"] and rows[("onnxruntime", "fp32")]["chunk_ms"] == 10.0
+    for name in ("onnxruntime", "openvino"):
+        assert rows[(name, "fp32")]["overhead_clip"] > 0.5 and rows[(name, "fp32")]["overhead_stream"] > 0.5
+    assert rows[("torch", "fp32")]["overhead_clip"] is None
 
     metrics = json.loads(invoke(runner, "eval", bundle, "--backend", "openvino", "--precision", "int8", "--json").stdout)
     assert metrics["metrics"]["agreement_db"] > 40

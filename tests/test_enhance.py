@@ -170,7 +170,7 @@ def test_stream_equals_session(bundle, pairs, backend, precision, chunk):
     session = edgeaudio.load(bundle, backend=backend, precision=precision)
     audio = pairs[0].noisy[None, : 2 * RATE - 77]
     offline = session.process_raw(audio, RATE)["enhanced"]
-    stream = session.stream()
+    stream = session.stream(keep_outputs=True)
     results = []
     for offset in range(0, audio.shape[1], chunk):
         results += stream.accept(audio[:, offset : offset + chunk])
@@ -229,12 +229,14 @@ def test_tiny_train_export_run(enhance_plugin, tmp_path):
     task = get_task("enhance", TINY)
     options = EnhanceTrainOptions(epochs=1, items=8, seconds=1.0, batch_size=4, pairs=str(VALIDATION_DIR), test_clips=2,
                                   progress=False)
-    sidecar = task.train(str(tmp_path / "run"), options)
+    result = task.train(str(tmp_path / "run"), options)
+    sidecar = json.loads((tmp_path / "run" / "weights.json").read_text())
     assert sidecar["command"].startswith("edgeaudio train enhance -o ") and "--epochs 1" in sidecar["command"]
-    assert set(sidecar["metrics"]["heldout"]["overall"]) >= {"si_sdr", "si_sdr_i", "pesq", "stoi", "dnsmos_ovrl"}
+    assert set(result["metrics"]) >= {"si_sdr", "si_sdr_i", "pesq", "stoi", "dnsmos_ovrl"}
+    assert sidecar["details"]["heldout"]["overall"] == sidecar["metrics"] == result["metrics"]
     plan, _ = plan_export("x86-cpu", ["fp32"], ["onnxruntime"])
     bundle = tmp_path / "bundle"
-    export_task(task, plan, bundle, checkpoint=str(tmp_path / "run" / "enhance.safetensors"), log=lambda m: None)
+    export_task(task, plan, bundle, checkpoint=result["weights"], log=lambda m: None)
     noisy = tmp_path / "noisy.wav"
     sf.write(str(noisy), EnhanceTask().validation_set()[0].noisy, RATE, subtype="PCM_16")
     out = tmp_path / "clean.wav"
@@ -244,10 +246,11 @@ def test_tiny_train_export_run(enhance_plugin, tmp_path):
     assert rate == RATE and enhanced.ndim == 1 and np.all(np.isfinite(enhanced))
     assert len(enhanced) == sf.info(str(noisy)).frames  # the last 16 ms come out too
 
-    first = tmp_path / "run" / "enhance.safetensors"
-    tuned = task.train(str(tmp_path / "tuned"), dataclasses.replace(options, init=str(first)))
+    first = tmp_path / "run" / "weights.safetensors"
+    task.train(str(tmp_path / "tuned"), dataclasses.replace(options, init=str(first)))
     from edgeaudio.bundle import sha256_file
 
+    tuned = json.loads((tmp_path / "tuned" / "weights.json").read_text())
     assert tuned["init"] == {"path": str(first), "sha256": sha256_file(first)} and f"--init {first}" in tuned["command"]
 
 

@@ -38,7 +38,7 @@ def test_session_matches_torch(tiny_bundle, clip, reference, backend, precision)
 def test_stream_equals_session(tiny_bundle, clip, backend, precision, chunk):
     session = edgeaudio.load(tiny_bundle, backend=backend, precision=precision)
     offline = session.process_raw(clip, 8000)["scores"]
-    stream = session.stream()
+    stream = session.stream(keep_outputs=True)
     results = []
     for offset in range(0, clip.shape[1], chunk):
         results.extend(stream.accept(clip[:, offset : offset + chunk]))
@@ -53,7 +53,7 @@ def test_stream_equals_session(tiny_bundle, clip, backend, precision, chunk):
 def test_partial_last_block_is_padded_like_offline(tiny_bundle, tiny_plugin):
     session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
     audio = tiny_plugin._clip(3, blocks=10)[:, :-13]
-    stream = session.stream()
+    stream = session.stream(keep_outputs=True)
     stream.accept(audio)
     stream.flush()
     np.testing.assert_allclose(stream.outputs()["scores"], session.process_raw(audio, 8000)["scores"], atol=1e-6)
@@ -72,7 +72,7 @@ def test_a_lagging_graph_is_drained_at_the_end_of_input(tiny_bundle, tiny_plugin
     silence_fed = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
     padded = silence_fed.process_raw(np.pad(audio, ((0, 0), (0, latency))), 8000)["scores"]
     np.testing.assert_allclose(offline, padded, atol=1e-6)
-    stream = session.stream()
+    stream = session.stream(keep_outputs=True)
     stream.accept(audio[:, :333])
     stream.accept(audio[:, 333:])
     stream.flush()
@@ -95,13 +95,38 @@ def _auto_backend(bundle) -> str:
                 if name in registered and registered[name].artifact in in_bundle and registered[name].available()[0])  # fmt: skip
 
 
-def test_auto_backend_says_why(tiny_bundle, tiny_plugin):
+def test_auto_backend_is_the_fastest_measured_and_says_why(tiny_bundle, tiny_plugin):
+    """``auto`` times every usable backend x precision of the bundle on this host (never the
+    torch reference while another runs it), takes the fastest, quotes the times, and keeps the
+    measurement for the next load; ``--backend`` / ``--precision`` override it."""
     from edgeaudio.profiles import host_target
 
     session = edgeaudio.load(tiny_bundle)
-    assert session.backend == _auto_backend(session.bundle)
-    assert session.precision == session.bundle.manifest["default_precision"][session.backend] == "int8"
-    assert f"host profile {host_target()[0].name}" in session.reason
+    timed = {name: float(ms) for name, ms in re.findall(r"(\w+/\w+) ([\d.e+-]+) ms", session.reason)}
+    assert set(timed) == {"onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32", "openvino/int8"}
+    assert f"{session.backend}/{session.precision}" == min(timed, key=timed.get)
+    assert session.reason.startswith(f"{session.backend}/{session.precision}: fastest of the usable backends for "
+                                     f"host profile {host_target()[0].name}")
+    again = edgeaudio.load(tiny_bundle)
+    assert (again.backend, again.precision) == (session.backend, session.precision)
+    assert "as measured on this host" in again.reason and "streamed in 10 ms blocks" in again.reason
+    assert edgeaudio.load(tiny_bundle, precision="fp32").precision == "fp32"
+    assert edgeaudio.load(tiny_bundle, backend="openvino", precision="int8").reason == "backend 'openvino' requested"
+
+
+def test_a_precision_no_faster_than_fp32_is_not_a_default(tiny_bundle, tiny_plugin):
+    """The speed check beside the accuracy gate: each lower precision that passed it is timed
+    against fp32 on the same backend, and one that is not faster is kept but not the default."""
+    manifest = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32").bundle.manifest
+    speed = manifest["reports"]["speed"]
+    assert set(speed["candidates"]) == {"onnxruntime/int8", "openvino/int8"} and speed["probe"].startswith("1 s streamed")
+    for name, row in speed["candidates"].items():
+        backend = name.split("/")[0]
+        assert row["vs_fp32"] == pytest.approx(row["ms"] / speed["ms"][f"{backend}/fp32"], abs=1e-3)
+        assert row["faster"] == (row["vs_fp32"] <= 1 - speed["margin"])
+        assert manifest["default_precision"][backend] == ("int8" if row["faster"] else "fp32")
+        said = any(note.startswith(f"{name} is not faster than fp32 here") for note in manifest["reports"]["notes"])
+        assert said == (not row["faster"])
 
 
 def test_archive_loads_like_directory(tiny_bundle, tiny_plugin, clip):

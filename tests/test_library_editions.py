@@ -47,6 +47,8 @@ def test_editions_live_in_their_own_cache_folders_and_sidecars_name_theirs(monke
     assert bl.edition_of({"config": {}}) == 1  # written before editions existed
     assert bl.edition_of({"data": {"library_edition": 2}}) == 2
     assert bl.edition_of({"config": {"library_edition": 2}}) == 2
+    # trained on a library of the user's own: the run records None, whatever the config's default says
+    assert bl.edition_of({"data": {"library_edition": None}, "config": {"library_edition": 3}}) is None
     assert bl.training_edition(None) == bl.LATEST_EDITION
     assert bl.training_edition(str(tmp_path / "events" / "builtin")) == 1  # a run pointed at edition 1's folder
     assert bl.training_edition(tmp_path / "events" / "builtin-v2") == 2

@@ -14,7 +14,7 @@ from edgeaudio.hookspecs import hookimpl
 from edgeaudio.profiles import ArrayProfile, TargetProfile
 
 TARGETS = {"jetson-orin-nano", "jetson-agx-orin", "x86-gpu", "x86-cpu", "rpi5"}
-ARRAYS = {"respeaker-4mic", "respeaker-6mic", "respeaker-usb", "minidsp-uma8", "matrix-voice", "mono"}
+ARRAYS = {"respeaker-4mic", "respeaker-6mic", "respeaker-usb", "minidsp-uma8", "matrix-voice", "mono", "starss-mic"}
 
 SEEED_4MIC = {"name": "seeed-4mic-voicecard: bcm2835-i2s-ac10x-codec0 (hw:1,0)", "max_input_channels": 4}
 SEEED_6MIC = {"name": "seeed-8mic-voicecard: bcm2835-i2s-ac10x-codec0 (hw:1,0)", "max_input_channels": 8}

@@ -168,8 +168,144 @@ def test_frame_and_segment_variants_differ_on_timing():
 
 
 def test_class_only_in_both_but_never_in_the_same_frame():
-    result = score(steady(0, 0, 0, range(5, 10)), steady(0, 0, 0, range(0, 5)))
-    assert (result["FN"], result["FP"], result["S"], result["F"]) == (1, 1, 1, 0)
+    # The reference code books the predicted count as misses there, and no false positive.
+    result = score(merged(steady(0, 0, 0, range(5, 10)), steady(0, 90, 0, range(5, 10), track=1)), steady(0, 0, 0, range(0, 5)))
+    assert (result["FN"], result["FP"], result["S"], result["D"], result["ER"], result["F"], result["LR"]) == (2, 0, 0, 2, 2, 0, 0)
+
+
+def _reference_scores(pred: dict, ref: dict, num_classes: int, frames: int, block: int = 10, threshold: float = 20.0):
+    """The DCASE 2022/23 scores as the challenge's reference code computes them (seld-dcase2023
+    ``SELD_evaluation_metrics.py``: ``segment_labels``, ``SELDMetrics.update_seld_scores``,
+    ``compute_seld_scores`` with ``average="macro"``), transcribed step for step with its data
+    structures, so the numbers the tests pin come from the reference's rules and not from ours:
+
+    - per block of ``block`` frames and class: ``[frames present, doas per frame]``; ``nb_gt_doas`` /
+      ``nb_pred_doas`` = the most simultaneous instances; ``Nref += nb_gt_doas``;
+    - both present: per shared frame, Hungarian assignment on the great-circle distance
+      (``arccos`` of the clipped dot product); the reference track is the instance's rank in its
+      frame; each matched track's mean distance adds to ``total_DE`` and ``DE_TP`` and is a TP when
+      <= ``threshold``, else ``FP_spatial`` (``loc_FP``); then **only the difference** is booked:
+      ``nb_pred - nb_gt`` more as FP, or ``nb_gt - nb_pred`` more as FN (and ``DE_FN``); with no
+      shared frame at all, ``nb_pred_doas`` is booked as FN;
+    - only reference: FN += nb_gt; only prediction: FP += nb_pred;
+    - per block ``S += min(loc_FP, loc_FN)``, ``D += max(0, loc_FN - loc_FP)``, ``I += max(0, loc_FP - loc_FN)``;
+    - ``ER = (S + D + I) / (Nref + eps)``, ``F = TP / (eps + TP + FP_spatial + 0.5 (FP + FN))``,
+      ``LE = total_DE / (DE_TP + eps)`` (180 where ``DE_TP == 0``), ``LR = DE_TP / (eps + DE_TP + DE_FN)``,
+      SELD per class = mean(ER, 1 - F, LE / 180, 1 - LR); F, LE, LR, SELD averaged over all classes.
+    Events are (class, azimuth, elevation[, track]) listed in track order, as the CSV rows come.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    eps = np.finfo(float).eps
+
+    def segment_labels(labels):
+        out = {b: {} for b in range(int(np.ceil(frames / block)))}
+        for start in range(0, frames, block):
+            loc = {}
+            for frame in range(start, start + block):
+                for event in labels.get(frame, []):
+                    loc.setdefault(event[0], {}).setdefault(frame - start, []).append(event[1:3])
+            for cls in loc:
+                out[start // block].setdefault(cls, []).append([list(loc[cls]), [loc[cls][k] for k in loc[cls]]])
+        return out
+
+    def distance(a, b):  # degrees in, degrees out, as distance_between_spherical_coordinates_rad
+        az1, el1, az2, el2 = np.radians(a[:, None, 0]), np.radians(a[:, None, 1]), np.radians(b[None, :, 0]), np.radians(b[None, :, 1])
+        dot = np.sin(el1) * np.sin(el2) + np.cos(el1) * np.cos(el2) * np.cos(np.abs(az1 - az2))
+        return np.arccos(np.clip(dot, -1, 1)) * 180 / np.pi
+
+    gt, pr = segment_labels(ref), segment_labels(pred)
+    c = {k: np.zeros(num_classes) for k in ("TP", "FP", "FP_spatial", "FN", "Nref", "total_DE", "DE_TP", "DE_FN")}
+    S = D = I = 0
+    for b in range(len(gt)):
+        loc_fp = loc_fn = 0
+        for cls in range(num_classes):
+            nb_gt = max(len(v) for v in gt[b][cls][0][1]) if cls in gt[b] else None
+            nb_pred = max(len(v) for v in pr[b][cls][0][1]) if cls in pr[b] else None
+            if nb_gt is not None:
+                c["Nref"][cls] += nb_gt
+            if cls in gt[b] and cls in pr[b]:
+                dist, gt_frames, pred_frames = {}, gt[b][cls][0][0], pr[b][cls][0][0]
+                for gi, frame in enumerate(gt_frames):
+                    if frame in pred_frames:
+                        cost = distance(np.array(gt[b][cls][0][1][gi]), np.array(pr[b][cls][0][1][pred_frames.index(frame)]))
+                        for row, col in zip(*linear_sum_assignment(cost)):
+                            dist.setdefault(row, []).append(cost[row, col])
+                if not dist:
+                    loc_fn += nb_pred
+                    c["FN"][cls] += nb_pred
+                    c["DE_FN"][cls] += nb_pred
+                    continue
+                for values in dist.values():
+                    mean = sum(values) / len(values)
+                    c["total_DE"][cls] += mean
+                    c["DE_TP"][cls] += 1
+                    if mean <= threshold:
+                        c["TP"][cls] += 1
+                    else:
+                        loc_fp += 1
+                        c["FP_spatial"][cls] += 1
+                if nb_pred > nb_gt:
+                    loc_fp += nb_pred - nb_gt
+                    c["FP"][cls] += nb_pred - nb_gt
+                elif nb_pred < nb_gt:
+                    loc_fn += nb_gt - nb_pred
+                    c["FN"][cls] += nb_gt - nb_pred
+                    c["DE_FN"][cls] += nb_gt - nb_pred
+            elif cls in gt[b]:
+                loc_fn += nb_gt
+                c["FN"][cls] += nb_gt
+                c["DE_FN"][cls] += nb_gt
+            elif cls in pr[b]:
+                loc_fp += nb_pred
+                c["FP"][cls] += nb_pred
+        S, D, I = S + min(loc_fp, loc_fn), D + max(0, loc_fn - loc_fp), I + max(0, loc_fp - loc_fn)
+    er = (S + D + I) / (c["Nref"].sum() + eps)
+    f = c["TP"] / (eps + c["TP"] + c["FP_spatial"] + 0.5 * (c["FP"] + c["FN"]))
+    le = c["total_DE"] / (c["DE_TP"] + eps)
+    le[c["DE_TP"] == 0] = 180.0
+    lr = c["DE_TP"] / (eps + c["DE_TP"] + c["DE_FN"])
+    seld = np.mean([np.repeat(er, num_classes), 1 - f, le / 180, 1 - lr], 0)
+    return {"ER": er, "F": f.mean(), "LE": le.mean(), "LR": lr.mean(), "SELD": seld.mean()}
+
+
+def test_segment_booking_equals_the_reference_code():
+    """Two reference tracks of one class in frames 0-4 and two predictions in frames 5-9 (one of
+    each near the reference that lasts all segment): one track matched, 5 degrees off. The
+    reference code books only the difference of the counts (2 - 2 = 0): F 1.0, ER 0, LR 1. Our
+    former rule booked the unmatched reference and the unmatched prediction (F 0.5)."""
+    ref = merged(steady(0, 0, 0, range(10), track=0), steady(0, 90, 0, range(5), track=1))
+    pred = merged(steady(0, 5, 0, range(10), track=0), steady(0, 95, 0, range(5, 10), track=1))
+    expected = {"ER": 0.0, "F": 1.0, "LE": 5.0, "LR": 1.0, "SELD": (5 / 180) / 4}
+    result = score(pred, ref, num_classes=1)
+    assert (result["TP"], result["FP"], result["FN"]) == (1, 0, 0)
+    for name, value in expected.items():
+        assert result[name] == pytest.approx(value, abs=1e-9)
+        assert _reference_scores(pred, ref, 1, 10)[name] == pytest.approx(value, abs=1e-9)
+
+
+@pytest.mark.parametrize("block", [10, 1], ids=["segment", "frame"])
+def test_scores_equal_the_reference_code_on_random_scenes(block):
+    """Random scenes of 3 classes, 0-3 instances per frame, moving and jittered tracks; every class
+    occurs in the references (where the macro conventions agree): each score equals the
+    transcribed reference code's to 1e-6, on 1 s segments and per frame."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        frames = int(rng.integers(10, 45))
+        ref, pred = {}, {}
+        for labels, events in ((ref, 6), (pred, 7)):
+            for _ in range(int(rng.integers(1, events))):
+                cls, start = int(rng.integers(3)), int(rng.integers(frames))
+                az, el = rng.uniform(-180, 180), rng.uniform(-30, 40)
+                for frame in range(start, min(frames, start + int(rng.integers(1, 15)))):
+                    labels.setdefault(frame, []).append((cls, az + rng.normal(0, 8), el + rng.normal(0, 4)))
+        for cls in range(3):  # every class in the reference
+            ref.setdefault(int(rng.integers(frames)), []).append((cls, rng.uniform(-180, 180), 0.0))
+        ref = {f: [e[:3] + (i,) for i, e in enumerate(events)] for f, events in ref.items()}
+        ours = score(pred, ref, num_classes=3, frames_per_segment=block)
+        reference = _reference_scores(pred, ref, 3, frames, block=block)
+        for name in ("ER", "F", "LE", "LR", "SELD"):
+            assert ours[name] == pytest.approx(reference[name], abs=1e-6), (name, ref, pred)
 
 
 def test_evaluator_accumulates_recordings_before_ratios():

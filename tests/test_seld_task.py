@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +137,7 @@ def test_stream_equals_session_on_every_backend(tiny_bundle, backend):
     session = edgeaudio.load(tiny_bundle, backend=backend, precision="fp32")
     audio = _noise(2, 12)[:, :-777]
     offline = session.process_raw(audio, 16000)["accdoa"]
-    stream = session.stream()
+    stream = session.stream(keep_outputs=True)
     results = []
     for offset in range(0, audio.shape[1], 2345):
         results.extend(stream.accept(audio[:, offset : offset + 2345]))
@@ -205,74 +205,42 @@ def _procedural_library(root: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_one_epoch_of_training_writes_weights_and_sidecar(tiny_task, tmp_path):
+def test_one_epoch_of_training_writes_the_run_and_resumes(tiny_task, tmp_path, capsys):
     from edgeaudio.plugins.seld.task import SeldTrainOptions
 
     library = _procedural_library(tmp_path / "library")
     options = SeldTrainOptions(hours=20 / 3600, test_scenes=2, epochs=1, batch_size=2, library=str(library), workers=1,
                                progress=False)
-    result = tiny_task.train(str(tmp_path / "run"), options)
-    weights = tmp_path / "run" / "seld-respeaker-4mic.safetensors"
-    assert result["weights"] == str(weights)
-    sidecar = json.loads(weights.with_suffix(".json").read_text())
-    assert sidecar["metrics"]["heldout"] == result["metrics"]
-    assert sidecar["classes"] == ["noise", "tone"] and sidecar["seed"] == 0
-    assert sidecar["command"].startswith("edgeaudio train seld -o ") and "--epochs 1" in sidecar["command"]
+    run = tmp_path / "run"
+    result = tiny_task.train(str(run), options)
+    assert result["weights"] == str(run / "weights.safetensors") and result["epochs"] == {"model": 1}
+    sidecar = json.loads((run / "weights.json").read_text())
+    assert sidecar["metrics"] == result["metrics"] and {"ER20", "F20", "LE", "LR", "SELD", "F20_frame"} <= set(result["metrics"])
+    assert sidecar["config"]["classes"] == ["noise", "tone"] and sidecar["config"]["array"] == "respeaker-4mic"
+    assert sidecar["command"].startswith(f"edgeaudio train seld -o {run} ") and "--epochs 1" in sidecar["command"]
     assert sidecar["data"]["train_scenes"] == 2 and sidecar["data"]["test_scenes"] == 2
-    assert {"ER20", "F20", "LE", "LR", "SELD", "F20_frame"} <= set(sidecar["metrics"]["heldout"])
-    assert len(sidecar["training"]["history"]) == 1
-    from edgeaudio.plugins.seld.task import SeldTask
-
-    SeldTask(sidecar["config"]).load_model(str(weights))
-    again = tiny_task.train(str(tmp_path / "run"), options)  # resumes: nothing left to do
-    assert again["metrics"] == result["metrics"]
-    exported = _run_cli("export", "seld", "--checkpoint", weights, "--precision", "fp32", "--backend", "onnxruntime",
-                        "-o", tmp_path / "bundle")  # the sidecar's config (tiny sizes, two classes) comes along
-    assert exported.exit_code == 0, exported.stderr
-    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
-    assert manifest["provenance"]["config"]["classes"] == ["noise", "tone"]
-    clip = tmp_path / "clip.wav"
-    sf.write(str(clip), _noise(6, 10).T, 16000)
-    ran = _run_cli("run", tmp_path / "bundle", "-i", clip, "--backend", "onnxruntime")
-    assert ran.exit_code == 0 and len(_events(ran)) == 10  # train -> export -> run
-
-
-TORCHRUN_SCRIPT = """
-import json, os, sys
-from edgeaudio.plugins.seld.task import SeldTrainOptions
-from edgeaudio.tasks import get_task
-
-TINY = json.loads(sys.argv[3])
-options = SeldTrainOptions(hours=40 / 3600, test_scenes=2, epochs=2, batch_size=2, library=sys.argv[2], workers=1,
-                           progress=False)
-result = get_task("seld", TINY).train(sys.argv[1], options)
-with open(os.path.join(sys.argv[4], "rank" + os.environ["RANK"] + ".json"), "w") as f:
-    json.dump(result, f)
-"""
-
-
-@pytest.mark.slow
-def test_torchrun_ranks_share_one_synthesis_and_rank_0_alone_writes(tmp_path):
-    """Two torchrun processes: rank 0 synthesizes while rank 1 waits, both train, one sidecar."""
-    import subprocess
-    import sys
-
-    library = _procedural_library(tmp_path / "library")
-    script, run, reports = tmp_path / "train.py", tmp_path / "run", tmp_path / "reports"
-    script.write_text(TORCHRUN_SCRIPT)
-    reports.mkdir()
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-               str(run), str(library), json.dumps(TINY), str(reports)]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
-
-    rank0, rank1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert {"ER20", "F20", "LE", "SELD"} <= set(rank0["metrics"]) and rank1["metrics"] == {}
-    assert sorted(p.name for p in run.glob("seld-*")) == ["seld-respeaker-4mic.json", "seld-respeaker-4mic.safetensors"]
-    sidecar = json.loads((run / "seld-respeaker-4mic.json").read_text())
-    assert sidecar["metrics"]["heldout"] == rank0["metrics"] and len(sidecar["training"]["history"]) == 2
-    assert len(list((run / "data" / "train" / "mic").glob("*.wav"))) == 4
-    assert done.stdout.count("synthesizing ") == done.stdout.count("weights: ") == 1  # rank 1 stayed quiet
+    assert len(sidecar["training"]["model"]["history"]) == 1
+    capsys.readouterr()
+    again = tiny_task.train(str(run), options)  # resumes: nothing left to do
+    assert again["metrics"] == result["metrics"] and "all 1 epochs are done" in capsys.readouterr().err
+    for checkpoint in (run, run / "checkpoints" / "best.safetensors"):  # trainer state never serves as a config
+        exported = _run_cli("export", "seld", "--checkpoint", checkpoint, "--precision", "fp32", "--backend", "onnxruntime",
+                            "-o", tmp_path / "bundle")  # the sidecar's config (tiny sizes, two classes) comes along
+        assert exported.exit_code == 0, exported.stderr
+        manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+        assert manifest["provenance"]["config"]["classes"] == ["noise", "tone"]
+        clip = tmp_path / "clip.wav"
+        sf.write(str(clip), _noise(6, 10).T, 16000)
+        ran = _run_cli("run", tmp_path / "bundle", "-i", clip, "--backend", "onnxruntime")
+        assert ran.exit_code == 0 and len(_events(ran)) == 10  # train -> export -> run
+        shutil.rmtree(tmp_path / "bundle")
+    other = _run_cli("export", "seld", "--checkpoint", run, "--device", "respeaker-usb", "-o", tmp_path / "usb")
+    assert other.exit_code == 2 and "was trained for the respeaker-4mic array, not respeaker-usb" in other.stderr
+    rerun = _run_cli("train", "seld", "-o", tmp_path / "again", "--data-dir", run, "--epochs", "0")
+    assert rerun.exit_code == 2 and not (tmp_path / "again").exists()  # refused before any data is read
+    reused = tiny_task.train(str(tmp_path / "again"), SeldTrainOptions(data_dir=str(run), epochs=1, batch_size=2, progress=False))
+    data = json.loads(Path(reused["sidecar"]).read_text())["data"]  # the folder `train` wrote: its scenes, its test split
+    assert (data["array"], data["train_recordings"], data["test_recordings"]) == ("respeaker-4mic", 2, 2)
 
 
 def test_training_spectrum_equals_the_graphs_conv_dft():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -127,3 +129,106 @@ def test_mic_geometry_is_the_tetrahedron():
     assert np.all(np.sign(positions[0]) == [1, 1, 1]) and np.all(np.sign(positions[3]) == [-1, -1, 1])
     with pytest.raises(ValueError):
         STARSS_MIC_POSITIONS_M[0, 0] = 0
+
+
+# -- training on a STARSS root: every file checked before training, the tetrahedral array recorded ----
+
+TINY_SIZES = {"n_mels": 16, "conv_channels": [4, 8, 8], "freq_pools": [2, 2, 2], "gru_hidden": 16, "gru_layers": 1}
+
+
+@pytest.fixture
+def seld_task():
+    import edgeaudio.plugins.seld as plugin
+    from edgeaudio.tasks import get_task
+    from edgeaudio.testing import registered_plugin
+
+    with registered_plugin(plugin, "seld"):
+        yield get_task("seld", TINY_SIZES)
+
+
+def _training_root(tmp_path, seconds=2.0):
+    """Two dev-train recordings and one dev-test recording of 4-channel 24 kHz noise with events."""
+    root = tmp_path / "STARSS23"
+    rows = "".join(f"{frame},{frame % 13},0,{(frame * 17) % 360 - 180},{frame % 60 - 30}\n" for frame in range(0, 20, 2))
+    for name in ("dev-train-sony/fold3_room21_mix001", "dev-train-tau/fold3_room4_mix002", "dev-test-sony/fold4_room23_mix001"):
+        write_recording(root, "mic", name, rows, seconds=seconds)
+    return root
+
+
+def _rewrite_wav(root, name, channels=4, rate=SAMPLE_RATE):
+    noise = 0.1 * np.random.default_rng(0).standard_normal((int(rate * 2), channels)).astype(np.float32)
+    sf.write(root / "mic_dev" / f"{name}.wav", noise, rate)
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("dev-train-sony/fold3_room21_mix001", dict(channels=2), r"fold3_room21_mix001.wav has 2 channel\(s\), but STARSS MIC-format audio has 4"),
+    ("dev-train-sony/fold3_room21_mix001", dict(channels=6), r"has 6 channel\(s\), but STARSS MIC-format audio has 4"),
+    ("dev-train-tau/fold3_room4_mix002", dict(channels=1), r"fold3_room4_mix002.wav has 1 channel\(s\)"),
+    ("dev-test-sony/fold4_room23_mix001", dict(channels=2), r"fold4_room23_mix001.wav has 2 channel\(s\)"),  # the test split too
+    ("dev-train-sony/fold3_room21_mix001", dict(rate=8000), r"is 8000 Hz, below the model's 16000 Hz"),
+], ids=["stereo", "six-channel", "mono", "stereo-in-dev-test", "8kHz"])
+def test_training_refuses_recordings_that_do_not_fit_before_it_starts(seld_task, tmp_path, name, change, message):
+    from edgeaudio.plugins.seld.task import SeldTrainOptions
+
+    root = _training_root(tmp_path)
+    _rewrite_wav(root, name, **change)
+    with pytest.raises(UsageError, match=message):
+        seld_task.train(str(tmp_path / "run"), SeldTrainOptions(data_dir=str(root), epochs=1, progress=False))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("row, message", [
+    ("5,13,0,10,10", r"fold4_room23_mix001.csv line 2: class 13 is not one of the 13 classes \(0-12\)"),
+    ("5,-1,0,10,10", r"line 2: class -1 is not one of the 13 classes"),
+    ("5,3,0,190,10", r"line 2: direction \(190, 10\) is outside azimuth -180..180, elevation -90..90"),
+    ("900,3,0,10,10", r"line 2: frame 900 lies outside the 2.0 s of fold4_room23_mix001.wav \(20 frames\)"),
+    ("5,3,0,ten,10", r"fold4_room23_mix001.csv line 2: not a number"),
+], ids=["class-past-the-list", "negative-class", "azimuth", "frame", "text"])
+def test_training_refuses_metadata_rows_naming_file_and_line(seld_task, tmp_path, row, message):
+    from edgeaudio.plugins.seld.task import SeldTrainOptions
+
+    root = _training_root(tmp_path)
+    (root / "metadata_dev" / "dev-test-sony" / "fold4_room23_mix001.csv").write_text(f"0,0,0,0,0\n{row}\n")
+    with pytest.raises(UsageError, match=message):
+        seld_task.train(str(tmp_path / "run"), SeldTrainOptions(data_dir=str(root), epochs=1, progress=False))
+
+
+def test_starss_data_keeps_its_own_array(seld_task, tmp_path):
+    from edgeaudio.plugins.seld.task import SeldTrainOptions
+
+    with pytest.raises(UsageError, match="holds audio from the starss-mic array; --array respeaker-4mic cannot change that"):
+        seld_task.train(str(tmp_path / "run"), SeldTrainOptions(data_dir=str(_training_root(tmp_path)), array="respeaker-4mic"))
+
+
+def test_the_array_profile_is_the_tetrahedron():
+    from edgeaudio.plugins.seld.starss import STARSS_ARRAY
+    from edgeaudio.profiles import get_array
+
+    profile = get_array(STARSS_ARRAY, live_devices=[])[0]
+    np.testing.assert_allclose(profile.positions, STARSS_MIC_POSITIONS_M, atol=1e-6)
+    assert profile.native_rate == SAMPLE_RATE and profile.num_mics == 4
+
+
+@pytest.mark.slow
+def test_a_starss_model_is_exported_and_run_for_the_tetrahedral_array(seld_task, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeaudio.cli import cli
+    from edgeaudio.plugins.seld.task import SeldTrainOptions
+
+    root = _training_root(tmp_path)
+    result = seld_task.train(str(tmp_path / "run"), SeldTrainOptions(data_dir=str(root), epochs=1, batch_size=2, progress=False))
+    sidecar = json.loads((tmp_path / "run" / "weights.json").read_text())
+    assert sidecar["config"]["array"] == "starss-mic" and sidecar["config"]["classes"] == STARSS23_CLASSES
+    assert (sidecar["data"]["train_recordings"], sidecar["data"]["test_recordings"]) == (2, 1) and "F20" in result["metrics"]
+    bundle = tmp_path / "bundle"
+    exported = CliRunner().invoke(cli, ["export", "seld", "--checkpoint", str(tmp_path / "run"), "--precision", "fp32",
+                                        "--backend", "onnxruntime", "-o", str(bundle)])
+    assert exported.exit_code == 0, exported.output
+    array = json.loads((bundle / "manifest.json").read_text())["audio"]["array"]
+    assert array["name"] == "starss-mic"
+    np.testing.assert_allclose(array["positions"], STARSS_MIC_POSITIONS_M, atol=1e-6)
+    wav = root / "mic_dev" / "dev-test-sony" / "fold4_room23_mix001.wav"  # 24 kHz, resampled on the way in
+    ran = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(wav), "--backend", "onnxruntime"])
+    assert ran.exit_code == 0, ran.output
+    assert len([line for line in ran.stdout.splitlines() if line.startswith("{")]) == 20

@@ -84,7 +84,8 @@ def _bundle(graph: Graph, onnx_path: Path, root: Path, precisions=("fp32", "fp16
         {"backend": "tensorrt", "precision": p, "files": TensorRTTarget().build(graph, onnx_path, p, root, CALIBRATION)}
         for p in precisions
     ]
-    manifest = {"task": {"name": "tiny"}, "audio": {}, "graphs": [_graph_entry(graph, artifacts)]}
+    manifest = {"task": {"name": "tiny", "version": "1"}, "audio": {"sample_rate": 8000, "channels": 1},
+                "graphs": [_graph_entry(graph, artifacts)]}
     write_manifest(root, manifest)
     return load_bundle(root)
 

@@ -201,7 +201,9 @@ def test_a_tiny_real_training_through_the_command_line(first_party, tmp_path):
     result = _train("enhance", "-o", str(out), "--epochs", "1", "--items", "8", "--seconds", "1", "--batch-size", "4",
                     "--pairs", str(VALIDATION_DIR), "--test-clips", "2", "--threads", "1", "--no-progress", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
-    sidecar = json.loads(result.stdout[re.search(r"^\{", result.stdout, re.M).start():])  # after the trainer's log lines
-    assert sidecar["training"]["epochs"] == 1 and sidecar["training"]["items_per_epoch"] == 8
+    reported = json.loads(result.stdout)  # stdout holds the result alone; the trainer's lines went to stderr
+    assert reported["weights"] == str(out / "weights.safetensors") and reported["epochs"] == {"model": 1}
+    sidecar = json.loads((out / "weights.json").read_text())
+    assert sidecar["training"]["model"]["epochs"] == 1 and sidecar["data"]["items_per_epoch"] == 8
     assert "--epochs 1" in sidecar["command"] and "--pairs" in sidecar["command"]
-    assert (out / "enhance.safetensors").is_file() and json.loads((out / "enhance.json").read_text()) == sidecar
+    assert sidecar["metrics"] == reported["metrics"]

@@ -65,7 +65,7 @@ def train(out_dir, model=None, val_fn=None, optimizer_factory=None, **overrides)
 
 
 CHECKPOINT_FILES = {
-    "last.safetensors", "last.optim.safetensors", "last.json", "best.safetensors", "history.json"
+    "last.safetensors", "last.optim.safetensors", "last.json", "best.safetensors", "history.json", "log.jsonl"
 }
 
 
@@ -170,6 +170,8 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path, monkeypatch):
         if name.endswith(".safetensors"):
             with safe_open(str(tmp_path / name), framework="pt") as handle:
                 assert handle.metadata()["epoch"] == "2"
+        elif name.endswith(".jsonl"):
+            assert [json.loads(line)["epoch"] for line in (tmp_path / name).read_text().splitlines()] == [1, 2]
         else:
             json.loads((tmp_path / name).read_text())
 

@@ -230,15 +230,17 @@ def test_generator_fine_tunes_from_a_checkpoint_and_keeps_its_vocoder(small_task
     options = TtaTrainOptions(part="generator", clips=4, epochs=1, batch_size=2, library=str(toy_event_folder), threads=1,
                               progress=False)  # fmt: skip
     done = train_tta(small_task, tmp_path / "run", replace(options, init=str(start), single=1.0, ema=0.5), log=lambda m: None)
-    info = json.loads((tmp_path / "run" / "generator.json").read_text())
-    assert info["init"] == {"path": str(start), "sha256": sha256_file(start)} and info["single_class_share"] == 1.0
-    assert info["ema"] == 0.5 and set(info["held_out_raw_weights"]) == set(info["held_out"]) == {"flow_loss", "envelope_loss"}
-    kept = load_file(tmp_path / "run" / "generator.safetensors")
-    averaged = load_file(tmp_path / "run" / "generator-run" / "ema.safetensors")
+    info = json.loads((tmp_path / "run" / "parts" / "generator.json").read_text())
+    assert info["init"] == {"path": str(start), "sha256": sha256_file(start)} and info["data"]["single_class_share"] == 1.0
+    details = info["details"]
+    assert details["ema"] == 0.5 and set(details["held_out_raw_weights"]) == set(info["metrics"]) == {"flow_loss", "envelope_loss"}
+    kept = load_file(tmp_path / "run" / "parts" / "generator.safetensors")
+    averaged = load_file(tmp_path / "run" / "checkpoints" / "generator" / "ema.safetensors")
     assert all(torch.equal(t, averaged[k]) for k, t in kept.items())
-    vocoder = load_file(tmp_path / "run" / "vocoder.safetensors")
+    vocoder = load_file(tmp_path / "run" / "parts" / "vocoder.safetensors")
     assert all(torch.equal(t, small_model.vocoder.state_dict()[k]) for k, t in vocoder.items())
-    assert done["weights"] == str(tmp_path / "run" / "tta.safetensors")
+    assert done["weights"] == str(tmp_path / "run" / "weights.safetensors")
+    assert set(done["metrics"]) == {"generator_flow_loss", "generator_envelope_loss"}  # the vocoder came from init
     with pytest.raises(UsageError, match="no weights to start from"):
         train_tta(small_task, tmp_path / "again", replace(options, init=str(tmp_path / "missing.safetensors")))
 
@@ -253,9 +255,10 @@ def test_vocoder_fine_tunes_from_a_checkpoint(small_task, small_model, toy_event
     options = TtaTrainOptions(part="vocoder", vocoder_epochs=1, vocoder_clips=3, vocoder_lr=1e-4, library=str(toy_event_folder),
                               init=str(start), threads=1, progress=False)  # fmt: skip
     done = train_tta(small_task, tmp_path / "run", options, log=lambda m: None)
-    info = json.loads((tmp_path / "run" / "vocoder.json").read_text())
-    assert info["init"]["path"] == str(start) and (info["train_clips"], info["lr"]) == (3, 1e-4)
-    assert done["vocoder"]["held_out"]["mel_l1"] > 0 and "weights" not in done  # no generator in this run yet
+    info = json.loads((tmp_path / "run" / "parts" / "vocoder.json").read_text())
+    assert info["init"]["path"] == str(start) and (info["data"]["train_clips"], info["options"]["vocoder_lr"]) == (3, 1e-4)
+    assert info["metrics"]["mel_l1"] > 0 and done["weights"] is None  # no generator in this run yet
+    assert done["parts"] == {"vocoder": str(tmp_path / "run" / "parts" / "vocoder.safetensors")}
 
 
 # -- bundle, backends, CLI ---------------------------------------------------------------------------

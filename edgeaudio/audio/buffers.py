@@ -21,7 +21,7 @@ class StreamResampler:
         self._channels = channels
         self._stream = None
         if rate_in != rate_out:
-            soxr = require("soxr", "mic")
+            soxr = require("soxr")
             self._stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="HQ")
 
     def __call__(self, frames: np.ndarray, last: bool = False) -> np.ndarray:

@@ -33,7 +33,7 @@ TAG = "edgeaudio array="  # the WAV comment: "edgeaudio array=respeaker-usb"
 
 def declared_array(path: str | Path) -> str | None:
     """The array profile named in the file's comment, or None (unreadable files say nothing here)."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     try:
         with sf.SoundFile(str(path)) as handle:
             comment = handle.comment or ""
@@ -45,7 +45,7 @@ def declared_array(path: str | Path) -> str | None:
 
 def write_tagged(path: str | Path, audio, sample_rate: int, array: str, subtype: str = "PCM_16") -> Path:
     """Write [channels, samples] as a WAV whose comment names ``array``."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     with sf.SoundFile(str(path), "w", sample_rate, audio.shape[0], subtype=subtype, format="WAV") as handle:
         handle.comment = f"{TAG}{array}"
         handle.write(audio.T)

@@ -6,7 +6,7 @@ it sees names, arrays and files. Vendor runtimes are imported inside ``load_grap
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -22,6 +22,12 @@ class GraphRunner:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
+
+    def bare_call(self) -> Callable[[dict], Any] | None:
+        """The vendor runtime's own call on this loaded graph (the same session or compiled
+        model), with nothing of edgeaudio in between (``feeds -> outputs``): what ``edgeaudio
+        bench`` times the runtime against. None when there is no plainer call than ``run``."""
+        return None
 
 
 class Backend:
@@ -51,8 +57,8 @@ class Backend:
 
 
 def backends() -> dict[str, type[Backend]]:
-    """Registered backend classes by name."""
-    return {cls.name: cls for cls in registry.collect("register_backends")}
+    """Registered backend classes by name (a registration of anything else is the plugin's reported failure)."""
+    return {cls.name: cls for cls in registry.collect("register_backends", registry.subclass_check(Backend))}
 
 
 def get_backend(name: str) -> type[Backend]:

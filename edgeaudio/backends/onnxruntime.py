@@ -13,7 +13,7 @@ from edgeaudio.hookspecs import hookimpl
 
 class OrtGraph(GraphRunner):
     def __init__(self, path: str, threads: int | None, providers: list[str]):
-        ort = require("onnxruntime", "onnxruntime")
+        ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -26,6 +26,9 @@ class OrtGraph(GraphRunner):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, {name: feeds[name] for name in self.input_names})
         return dict(zip(self.output_names, values))
+
+    def bare_call(self):
+        return lambda feeds: self.session.run(None, feeds)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -42,7 +45,7 @@ class OnnxRuntimeBackend(Backend):
         return True, f"onnxruntime {ort.__version__}, providers {', '.join(ort.get_available_providers())}"
 
     def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any]) -> GraphRunner:
-        ort = require("onnxruntime", "onnxruntime")
+        ort = require("onnxruntime")
         wanted = self.options.get("providers") or ["CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
         return OrtGraph(str(bundle.path(artifact["files"]["model"])), self.options.get("threads"), providers)

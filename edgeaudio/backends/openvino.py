@@ -25,7 +25,7 @@ def shared_core():
     and the next signal (Ctrl-C, SIGCHLD) segfaults the process. One Core that lives as long as
     the process, created before any transient one (NNCF's), keeps lifetimes nested.
     """
-    ov = require("openvino", "openvino")
+    ov = require("openvino")
     return ov.Core()
 
 
@@ -41,8 +41,14 @@ class OpenVinoGraph(GraphRunner):
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.request.infer({name: feeds[name] for name in self.input_names})
-        return {name: np.array(results[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
+        # Inputs are read in place (share_inputs, as a plain CompiledModel call does); outputs are
+        # copied out of the request's tensors (share_outputs=False), so a state fed back next call
+        # never aliases the tensor that call writes. Looking outputs up by port costs more than that.
+        results = self.request.infer({name: feeds[name] for name in self.input_names}, share_inputs=True)
+        return dict(zip(self.output_names, results.to_tuple()))
+
+    def bare_call(self):
+        return self.compiled  # the plain CompiledModel call (its own request)
 
 
 class OpenVinoBackend(Backend):

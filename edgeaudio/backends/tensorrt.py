@@ -44,7 +44,7 @@ ENGINE_FORMAT = "edgeaudio-tensorrt-engine/1"
 _GPU_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu")  # desktop driver; Jetson's integrated GPU
 _TENSORRT_HINT = (
     "on Jetson TensorRT comes with JetPack (apt install python3-libnvinfer; create the venv with "
-    "--system-site-packages); on x86 install it from NVIDIA (pip install tensorrt)"
+    "--system-site-packages); on x86 pip install 'edgeaudio[tensorrt]' (NVIDIA's wheels)"
 )
 _TORCH_HINT = (
     "install a CUDA build of torch: on Jetson NVIDIA's torch wheel for your JetPack, on x86 a "

@@ -15,7 +15,7 @@ from edgeaudio.hookspecs import hookimpl
 
 class TorchGraph(GraphRunner):
     def __init__(self, module, input_names: list[str], output_names: list[str], threads: int | None):
-        self.torch = require("torch", "torch")
+        self.torch = require("torch")
         if threads:
             self.torch.set_num_threads(int(threads))
         self.module = module.eval()
@@ -41,7 +41,7 @@ class TorchBackend(Backend):
         try:
             import torch
         except ImportError:
-            return False, 'torch is not installed (pip install "edgeaudio[torch]")'
+            return False, 'torch is not installed (pip install "edgeaudio[export]")'
         return True, f"torch {torch.__version__}"
 
     def load_graph(self, bundle, graph: Mapping[str, Any], artifact: Mapping[str, Any]) -> GraphRunner:

@@ -48,7 +48,7 @@ def report() -> dict:
     from edgeaudio.backends.base import backends
     from edgeaudio.exporters.base import export_targets
     from edgeaudio.profiles import this_host
-    from edgeaudio.tasks import task_classes
+    from edgeaudio.tasks import conflicts, task_classes
 
     host, reason = this_host()
     return {
@@ -61,6 +61,7 @@ def report() -> dict:
         "tasks": sorted(task_classes()),
         "audio": _portaudio(),
         "plugin_failures": [{"name": f.name, "error": f.error} for f in registry.failures()],
+        "task_conflicts": [{"task": c.task, "used": c.used, "ignored": list(c.ignored), "why": c.why} for c in conflicts()],
     }
 
 
@@ -83,3 +84,6 @@ def command(as_json: bool):
     click.echo(f"audio: {mark[data['audio']['ok']]}{data['audio']['why']}")
     for failure in data["plugin_failures"]:
         click.echo(f"plugin FAILED {failure['name']}: {failure['error']}")
+    for clash in data["task_conflicts"]:
+        click.echo(f"task CONFLICT '{clash['task']}': from '{clash['used']}', not from {', '.join(clash['ignored']) or '-'} "
+                   f"({clash['why']})")

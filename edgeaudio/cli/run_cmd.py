@@ -13,7 +13,10 @@ from pathlib import Path
 import click
 
 from edgeaudio.cli.output import note
+
+OFFLINE_SEGMENT_S = 10.0  # --offline on a streaming task: audio read and run per segment of this length
 from edgeaudio.errors import DeviceLost, UsageError
+from edgeaudio.options import finite_float
 
 
 def _recorded_array(input_spec: str | None) -> str | None:
@@ -80,6 +83,15 @@ class RunCommand(click.Command):
         self.params = list(self._core_params) + _task_params(_task_class(first) if first else None)
         return super().parse_args(ctx, args)
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        """A pipeline spec (``edgeaudio run PIPELINE.yaml``) is run, and its --help given, by
+        the pipeline command (cli/pipeline_cmd.py)."""
+        from edgeaudio.cli import pipeline_cmd
+
+        if pipeline_cmd.is_pipeline_spec(next((arg for arg in args if not arg.startswith("-")), None)):
+            return pipeline_cmd.command.make_context(info_name, args, parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
 
 @click.command("run", cls=RunCommand)
 @click.argument("task_or_bundle")
@@ -87,37 +99,51 @@ class RunCommand(click.Command):
 @click.option("-i", "--input", "input_spec",
               help="Audio file, mic (the default), or a source a plugin brings (sim:seed=N,seconds=S[,library=PATH]).")
 @click.option("--device", "array", help="Microphone array profile or family (e.g. respeaker); default: the task's array.")
-@click.option("--device-index", type=int, help="PortAudio device to capture from (see `edgeaudio devices --live`).")
+@click.option("--device-index", type=click.IntRange(0, 4095), help="PortAudio device to capture from (see `edgeaudio devices --live`).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write results here (JSON lines, or WAV for waveform tasks).")
 @click.option("--udp", help="Send each result as a JSON datagram to host:port.")
 @click.option("--speaker", is_flag=True, help="Play waveform results on the default output device (mic -> model -> speaker).")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True),
+@click.option("--seconds", type=finite_float(0, 86400, min_open=True),
               help="Stop after this much audio; for tasks that generate from text, the length to generate.")
 @click.option("--stats", is_flag=True, help="Print latency, real-time factor and drop counts at the end.")
 @click.option("--json", "as_json", is_flag=True, help='Print the summary as one JSON line {"summary": ...} at the end.')
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--precision", default="auto", show_default=True)
-@click.option("--stream/--offline", default=True, show_default=True, help="Process chunk by chunk (as live) or a whole file at once.")
-@click.option("--chunk-ms", default=100.0, show_default=True, help="Chunk length for files and simulated input.")
-@click.option("--every", type=click.FloatRange(min=0, min_open=True),
+@click.option("--stream/--offline", default=True, show_default=True,
+              help="Process chunk by chunk (as live) or a whole file at once (streaming models: in 10 s segments, memory flat).")
+@click.option("--chunk-ms", type=finite_float(1, 60000), default=100.0, show_default=True,
+              help="Chunk length for files and simulated input.")
+@click.option("--every", type=finite_float(0.1, 3600),
               help="For tasks that take whole clips (no streaming graph): one result per this many seconds [default: 5].")
 @click.option("--force", is_flag=True, help="Run an array model on audio from another array (its directions will be wrong).")
+@click.option("--trust", multiple=True, type=click.Path(dir_okay=False), metavar="PUBKEY",
+              help="Run only a bundle signed by this public key (repeatable; see also EDGEAUDIO_TRUST).")
 def command(task_or_bundle, prompt, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend,
-            precision, stream, chunk_ms, every, force, fmt, **task_options):  # fmt: skip
+            precision, stream, chunk_ms, every, force, trust, fmt, **task_options):  # fmt: skip
     """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array;
     tasks that generate audio from text take a PROMPT instead: edgeaudio run tta "a horn honks twice" -o out.wav
+
+    A pipeline spec runs several models on one capture: edgeaudio run PIPELINE.yaml (see its --help).
 
     Options that depend on the task (result formats, extra sinks, the task's own options) are
     listed by `edgeaudio run TASK --help`."""
     from edgeaudio.api import open_session
     from edgeaudio.task import InputKind
 
+    from edgeaudio.live.sinks import check_outputs
+
+    sinks_wanted = {name[len("sink_"):]: value for name, value in task_options.items() if name.startswith("sink_") and value}
+    check_outputs({"--output": output, **{f"--{name}": value for name, value in sinks_wanted.items()}},
+                  {"--input": input_spec, "the bundle": task_or_bundle if Path(task_or_bundle).exists() else None})
+    cls = _task_class(task_or_bundle)
+    if every is not None and cls is not None and every < cls.min_input_seconds:
+        raise UsageError(f"--every {every:g} is shorter than the {cls.min_input_seconds:g} s task '{cls.name}' needs to "
+                         "mean anything", hint=f"use --every {cls.min_input_seconds:g} or more")
     recorded = _recorded_array(input_spec)  # the file's header, read once for the whole run
     session = open_session(task_or_bundle, backend=backend, precision=precision, array=array,
-                           recorded_array=recorded, force=force, log=note)
+                           recorded_array=recorded, force=force, log=note, trust=trust)
     note(f"backend: {session.reason}")
     task = session.task
-    sinks_wanted = {name[len("sink_"):]: value for name, value in task_options.items() if name.startswith("sink_") and value}
     open_sinks = partial(_open_sinks, task, output, udp, speaker, fmt, sinks_wanted)  # opened once the input is
     if task.input_kind is InputKind.TEXT:
         options = _run_options(task, task_options)
@@ -154,16 +180,24 @@ def _open_sinks(task, output: str | None, udp: str | None, speaker: bool, fmt: s
 
     formats, options = plugin_sinks(task)
     lines = (lambda path: formats[fmt].open(path, task)) if fmt != "json" else JsonLinesSink
-    sinks = [options[name].open(value, task) for name, value in (extra or {}).items()]
-    destinations = []
-    if output:
-        wav = output.endswith(".wav") and is_waveform_task(task)
-        destinations.append(WavSink(output, task) if wav else lines(output))
-    if udp:
-        destinations.append(UdpSink(udp))
-    if speaker:
-        destinations.append(SpeakerSink(task))
-    return sinks + (destinations or [lines(None)])
+    sinks = []
+    try:  # a sink that cannot open releases the ones opened before it, leaving no file behind
+        sinks += [options[name].open(value, task) for name, value in (extra or {}).items()]
+        named = len(sinks)
+        if output:
+            wav = output.endswith(".wav") and is_waveform_task(task)
+            sinks.append(WavSink(output, task) if wav else lines(output))
+        if udp:
+            sinks.append(UdpSink(udp))
+        if speaker:
+            sinks.append(SpeakerSink(task))
+        if len(sinks) == named:
+            sinks.append(lines(None))
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+    return sinks
 
 
 def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, chunk_ms, every=None, force=False,
@@ -187,26 +221,81 @@ def _run_stream(session, input_spec, array, device_index, open_sinks, seconds, c
 
 
 def _run_offline(session, input_spec, array, open_sinks, force=False, recorded=False) -> dict:
-    """The whole file in one call: the reference a streamed run must match."""
+    """The whole file at once, unpaced: the reference a streamed run must match. A task with a
+    streaming graph reads it in segments through one Stream (``_run_offline_segments``); a task
+    that takes whole clips gets it in one call."""
     from edgeaudio.audio import read_audio
+    from edgeaudio.audio.checks import InputCheck
     from edgeaudio.audio.recording_array import file_channel_map
+    from edgeaudio.live.sinks import check_finite
     from edgeaudio.live.sources import plugin_source_kind
 
     if input_spec is None or input_spec == "mic" or plugin_source_kind(input_spec) is not None:
         raise UsageError("--offline needs an audio file as --input", hint="drop --offline for live or simulated input")
+    if session.streaming:
+        return _run_offline_segments(session, input_spec, array, open_sinks, force, recorded)
     audio, rate, notes = read_audio(input_spec, sample_rate=session.sample_rate)
     for message in notes:
         note(message)
     channel_map = file_channel_map(Path(input_spec), audio.shape[0], array, session.task, force, note, recorded)
     if channel_map is not None:
         audio = audio[channel_map]
+    block = session.runner.streaming_graph().streaming.block / rate if session.streaming else 0.0
+    check = InputCheck(rate, max(session.task.min_input_seconds, block), f"file {Path(input_spec).name}")
+    for message in check.update(audio) + check.finish():
+        note(message)
     results = [session.process(audio, rate)]
-    sinks = open_sinks()
+    check_finite(results)
+    _write_all(open_sinks(), results)
+    return {"ended": "end", "error": None, "audio_seconds": audio.shape[1] / rate}
+
+
+def _run_offline_segments(session, input_spec, array, open_sinks, force, recorded) -> dict:
+    """A file through one Stream in ``OFFLINE_SEGMENT_S`` segments, read and resampled block by
+    block: memory stays flat on hour-long files (a whole hour of 4-channel audio alone would be
+    0.9 GB), results go out segment by segment, and they are one call's results (the graph carries
+    its state across segments; a kernel may round float32 differently at another length). A
+    failure aborts every sink (no partial file)."""
+    from edgeaudio.audio.checks import InputCheck
+    from edgeaudio.live.sources import open_source
+
+    rate = session.sample_rate
+    source = open_source(input_spec, array, session.task, chunk_ms=1000 * OFFLINE_SEGMENT_S, log=note, force=force,
+                         declared=recorded)
+    block = session.runner.streaming_graph().streaming.block / rate
+    check = InputCheck(rate, max(session.task.min_input_seconds, block), f"file {Path(input_spec).name}")
+    stream = session.stream()
+    try:
+        sinks = open_sinks()
+    except Exception:
+        source.close()
+        raise
+    try:
+        with source:
+            for chunk, _ in source:
+                for message in check.update(chunk):
+                    note(message)
+                _write_each(sinks, stream.accept(chunk))
+        for message in check.finish():
+            note(message)
+        _write_each(sinks, stream.flush())
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
     for sink in sinks:
-        sink.write(results)
         sink.close()
     _note_sinks(sinks)
-    return {"ended": "end", "error": None, "audio_seconds": audio.shape[1] / rate}
+    return {"ended": "end", "error": None, "audio_seconds": stream.samples_in / rate}
+
+
+def _write_each(sinks, results: list) -> None:
+    from edgeaudio.live.sinks import check_finite
+
+    if results:
+        check_finite(results)
+        for sink in sinks:
+            sink.write(results)
 
 
 def _run_prompt(session, prompt, input_spec, open_sinks, seconds, options: dict) -> dict:
@@ -214,33 +303,52 @@ def _run_prompt(session, prompt, input_spec, open_sinks, seconds, options: dict)
     describing it (the result without its samples; warnings noted on stderr) to stdout."""
     import numpy as np
 
-    from edgeaudio.live.sinks import JsonLinesSink, to_json
+    from edgeaudio.live.sinks import JsonLinesSink, check_finite, to_json
 
     task = session.task
     if not prompt:
         raise UsageError(f"task '{task.name}' needs a text prompt", hint=f'edgeaudio run {task.name} "a horn honks twice" -o out.wav')
     if input_spec is not None:
-        raise UsageError(f"task '{task.name}' generates audio from its prompt and takes no --input")
+        raise UsageError(f"task '{task.name}' generates audio from its prompt and takes no --input",
+                         hint=f'edgeaudio run {task.name} "{prompt}" -o out.wav')
     sinks = open_sinks()
     if any(isinstance(sink, JsonLinesSink) for sink in sinks):
         for sink in sinks:
-            sink.close()
-        raise UsageError("this task writes audio: name a WAV file with --output out.wav or add --speaker")
-    started = time.perf_counter()
-    result = session.generate(prompt, seconds=seconds, **options)
-    wall = time.perf_counter() - started
+            sink.abort()
+        raise UsageError("this task writes audio: name a WAV file with --output out.wav or add --speaker",
+                         hint=f'edgeaudio run {task.name} "{prompt}" -o out.wav')
+    try:
+        started = time.perf_counter()
+        result = session.generate(prompt, seconds=seconds, **options)
+        wall = time.perf_counter() - started
+        check_finite([result])
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
     for warning in result.get("warnings", []) if isinstance(result, dict) else []:
         note(f"warning: {warning}")
-    for sink in sinks:
-        sink.write([result])
-        sink.close()
-    _note_sinks(sinks)
+    _write_all(sinks, [result])
     audio_seconds = np.asarray(task.results_to_audio([result])).shape[-1] / task.sample_rate
     note(f"generated {audio_seconds:.1f} s in {wall:.2f} s (real-time factor {wall / audio_seconds:.3f})")
     if isinstance(result, dict):
         click.echo(to_json({k: v for k, v in result.items() if not isinstance(v, np.ndarray)}))
     return {"ended": "end", "error": None, "audio_seconds": audio_seconds, "wall_seconds": wall, "rtf": wall / audio_seconds,
             "generated": True}  # fmt: skip
+
+
+def _write_all(sinks, results: list) -> None:
+    """``results`` to every sink, then close them all; on a failure abort every one (no partial file)."""
+    try:
+        for sink in sinks:
+            sink.write(results)
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+    for sink in sinks:
+        sink.close()
+    _note_sinks(sinks)
 
 
 def _note_sinks(sinks) -> None:
@@ -264,7 +372,7 @@ def _stats_lines(summary: dict) -> list[str]:
     if summary.get("generated"):
         return [f"generated {summary['audio_seconds']:.1f} s in {summary['wall_seconds']:.2f} s, real-time factor {summary['rtf']:.4f}"]
     if "rtf" not in summary:
-        return [f"offline: {summary['audio_seconds']:.1f} s of audio in one call"]
+        return [f"offline: {summary['audio_seconds']:.1f} s of audio, unpaced"]
     ms = summary["latency_ms"]
     late = f"p50 {ms['p50']:.1f} ms, p95 {ms['p95']:.1f} ms, max {ms['max']:.1f} ms" if ms else "no results"
     return [

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from edgeaudio.cli.output import emit_json
+from edgeaudio.cli.output import emit_json, table
 from edgeaudio.errors import EdgeAudioError
 
 _TASK = "edgeaudio.train.task"  # ctx.meta keys (meta is shared along the context chain)
@@ -103,5 +103,25 @@ def command(ctx: click.Context, task: str, output: str | None, as_json: bool, **
         return
     if as_json:
         emit_json(result)
+    elif isinstance(result, dict) and "run" in result:
+        click.echo(_summary(result))
     elif result is not None:
-        click.echo(result)
+        emit_json(result)
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """A run's result for people: where it went, epochs per trained part, the headline metrics,
+    and the command that exports it (``--json`` gives the same as JSON)."""
+    lines = [f"run:      {result['run']}"]
+    lines.append(f"weights:  {result.get('weights') or 'none written by this command'}")
+    for name, path in (result.get("parts") or {}).items():
+        lines.append(f"part:     {name} {path}")
+    epochs = result.get("epochs") or {}
+    if epochs:
+        lines.append("epochs:   " + ", ".join(str(n) if name == "model" else f"{name} {n}" for name, n in epochs.items()))
+    metrics = result.get("metrics") or {}
+    if metrics:
+        lines += ["", table([(name, f"{value:.4g}") for name, value in metrics.items()], ["metric", "value"])]
+    if result.get("weights"):
+        lines += ["", f"export:   edgeaudio export {result['task']} --checkpoint {result['run']}"]
+    return "\n".join(lines)

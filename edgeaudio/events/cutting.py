@@ -22,7 +22,7 @@ TARGET_RMS_DBFS, PEAK_DBFS = -20.0, -1.0
 def read(path: Path | io.BytesIO, loop: float = 0.0) -> np.ndarray:
     """Mono at SAMPLE_RATE plus MIN_CLIP of silence, so a hit shorter than a clip still makes one.
     ``loop``: repeat a loop sample to at least this many seconds first."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     data, rate = sf.read(path, dtype="float32", always_2d=True)
     mono = resample(data.mean(axis=1, keepdims=True).T, rate, SAMPLE_RATE)[0]
     if loop and len(mono):

@@ -61,10 +61,14 @@ def training_edition(library: str | Path | None) -> int | None:
     return next((e for e in EDITIONS if builtin_dir(e).resolve() == folder), None)
 
 
-def edition_of(sidecar: dict) -> int:
-    """The library edition a sidecar's weights were trained on (written since edition 2; else 1)."""
-    data = sidecar.get("data", {})
-    return int(data.get("library_edition", sidecar.get("config", {}).get("library_edition", 1)))
+def edition_of(sidecar: dict) -> int | None:
+    """The library edition a sidecar's weights were trained on (written since edition 2; else 1);
+    None when they were trained on a library of the user's own (the sidecar records None)."""
+    for section in (sidecar.get("data") or {}, sidecar.get("config") or {}):
+        if "library_edition" in section:
+            edition = section["library_edition"]
+            return None if edition is None else int(edition)
+    return 1
 
 
 

@@ -110,7 +110,7 @@ def is_readable_audio(path: Path) -> bool:
     """True for an audio file whose header libsndfile accepts and which holds samples."""
     if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
         return False
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     try:
         return sf.info(str(path)).frames > 0
     except Exception:  # libsndfile raises its own error types for corrupt or unknown files
@@ -133,7 +133,7 @@ def _held_out_recordings(clips: list[Clip], label: str, test_fraction: float, se
 @lru_cache(maxsize=1024)
 def _decode(path: str, sample_rate: int) -> np.ndarray:
     """Read, mono-mix and resample one file; cached because scenes reuse the same clips often."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     data, rate = sf.read(path, dtype="float32", always_2d=True)
     mono = data.mean(axis=1, keepdims=True).T
     audio = resample(mono, rate, sample_rate)[0]

@@ -6,8 +6,11 @@ latency (a chunk's capture moment to its results leaving the sinks), the real-ti
 samples the source lost. When processing falls behind a real-time source it says so on stderr,
 with the measured real-time factor, rather than letting audio vanish unnoticed.
 
-However the run ends (input exhausted, ``seconds`` reached, Ctrl-C, the device lost) the stream's
-last partial block is processed and every sink is flushed and closed; the summary says how it ended.
+However the run ends (input exhausted, ``seconds`` reached, Ctrl-C or SIGTERM, the device lost) the
+stream's last partial block is processed and every sink is flushed and closed; the summary says how
+it ended. A run that fails instead (an error in the model, NaN in its results) aborts the sinks, so
+no partial file is left. The input is watched for what makes results meaningless (clipping,
+overload, input shorter than the model needs: ``edgeaudio.audio.checks``), said once each.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from edgeaudio.live.sinks import Sink, result_items
+from edgeaudio.audio.checks import InputCheck
+from edgeaudio.live.sinks import Sink, check_finite, result_items
 from edgeaudio.live.sources import Source
 from edgeaudio.errors import DeviceLost
 from edgeaudio.runtime import Stream
@@ -46,7 +50,7 @@ def run_live(
     results), ``fell_behind``, the source's ``SourceStats`` fields and ``output_underflows``.
     """
     loop = _Loop(source, stream, sinks, log or _to_stderr)
-    ended, error = "end", None
+    ended, error, failed = "end", None, True
     try:
         try:
             _warm_up(stream)
@@ -61,9 +65,12 @@ def run_live(
         loop.deliver(stream.flush(), loop.last_capture)
         if loop.pace is not None:
             loop.pace.check()
+        for warning in loop.check.finish():
+            loop.log(warning)
+        failed = False
     finally:
         for sink in sinks:
-            sink.close()
+            sink.abort() if failed else sink.close()
     return loop.summary(ended, error)
 
 
@@ -84,6 +91,10 @@ class _Loop:
         self.source, self.stream, self.sinks = source, stream, sinks
         self.stop = threading.Event()
         self.pace = _Pace(source, log) if source.realtime else None
+        self.log = log
+        task = stream.session.task
+        block = stream.block / task.sample_rate if isinstance(stream, Stream) else 0.0
+        self.check = InputCheck(source.sample_rate, max(task.min_input_seconds, block), source.description)
         self.latencies: list[float] = []
         self.results = 0
         self.busy = 0.0
@@ -95,6 +106,8 @@ class _Loop:
             if limit is not None:
                 chunk = chunk[:, : limit - self.stream.samples_in]
             self.last_capture = captured
+            for warning in self.check.update(chunk):
+                self.log(warning)
             begin = time.monotonic()
             self.deliver(self.stream.accept(chunk), captured)
             spent = time.monotonic() - begin
@@ -110,6 +123,7 @@ class _Loop:
     def deliver(self, results: list[Any], captured: float) -> None:
         if not results:
             return
+        check_finite(results, f" after {self.stream.samples_in / self.source.sample_rate:.2f} s of input")
         for sink in self.sinks:
             sink.write(results)
         self.latencies.append(time.monotonic() - captured)
@@ -183,7 +197,8 @@ def _latency_ms(latencies: list[float]) -> dict[str, float] | None:
 
 @contextmanager
 def _ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
-    """While the loop runs, a first Ctrl-C asks it to stop between chunks; a second interrupts at once.
+    """While the loop runs, a first Ctrl-C (or SIGTERM, as a service manager stops a run) asks it to
+    stop between chunks; a second interrupts at once.
 
     Stopping between chunks means no result is half-written and the last block still comes out.
     Python lets only the main thread set signal handlers; elsewhere Ctrl-C arrives as
@@ -198,11 +213,12 @@ def _ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
             raise KeyboardInterrupt
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    previous = {sig: signal.signal(sig, on_ctrl_c) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _to_stderr(message: str) -> None:

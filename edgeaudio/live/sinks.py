@@ -3,7 +3,11 @@
 A sink takes the list ``Stream.accept`` returns (one decoded result per processed block; a task
 may decode a block into a list of items, e.g. one per frame) and hands it on at once, so a live
 run's output is never held back behind the next chunk. ``close`` flushes and releases; the live
-loop always calls it, also after Ctrl-C or a lost device.
+loop always calls it, also after Ctrl-C or a lost device, and calls ``abort`` instead when the run
+failed. Files are written beside their target under a hidden name (``edgeaudio.staging``) and
+renamed onto it by ``close``, so a failed run leaves no partial file and never touches an existing
+one; ``check_outputs`` refuses an output that is one of the run's inputs, and ``check_finite``
+refuses NaN or infinite results before any sink sees them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 
 from edgeaudio.audio.buffers import RingBuffer, StreamResampler
 from edgeaudio import registry
-from edgeaudio.errors import UsageError, require
+from edgeaudio.errors import DeviceUnavailable, ModelOutputError, UsageError, require
+from edgeaudio.staging import PendingFile
 from edgeaudio.task import ResultKind, Task
 
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
@@ -37,8 +42,56 @@ class Sink:
     def close(self) -> None:
         """Flush and release; safe to call more than once."""
 
+    def abort(self) -> None:
+        """Release after a failed run, keeping nothing it would have written (file sinks discard
+        their partial file); by default the same as ``close``."""
+        self.close()
+
     def summary(self) -> str | None:
         return None
+
+
+def check_finite(results: list[Any], where: str = "") -> None:
+    """Refuse results holding NaN or infinity anywhere (numbers, arrays, nested in dicts and
+    lists): JSON would carry a bare NaN and a WAV garbage, with exit code 0."""
+    bad = _non_finite(results)
+    if bad is not None:
+        raise ModelOutputError(
+            f"the model produced {bad}{where}; nothing more was written and partial files were removed",
+            hint="check the input's level and the options (e.g. a guidance or gain far outside the defaults)")
+
+
+def _non_finite(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return next((bad for bad in map(_non_finite, value) if bad is not None), None)
+    if isinstance(value, (float, np.floating)) or (isinstance(value, np.ndarray) and value.dtype.kind in "fc"):
+        finite = np.isfinite(value)
+        if not np.all(finite):
+            return "NaN" if np.any(np.isnan(value)) else "infinite values"
+    return None
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    """Refuse a run whose output paths (by option) resolve to one of its inputs or to each other:
+    writing would destroy the input (``-o`` equal to ``--input``), or two sinks would fight."""
+    seen: dict[Path, str] = {}
+    for option, path in inputs.items():
+        if path and Path(path).exists():
+            seen[Path(path).resolve()] = option
+    for option, path in outputs.items():
+        if not path:
+            continue
+        target = Path(path).resolve()
+        for known, name in seen.items():
+            if known.is_dir() and target.is_relative_to(known):
+                raise UsageError(f"{option} {path} is inside {name} ({known}); writing it would change that",
+                                 hint=f"write the results outside {known}")
+            if target == known or (known.is_file() and target.exists() and target.samefile(known)):
+                raise UsageError(f"{option} {path} is the same file as {name}; writing it would destroy that file",
+                                 hint=f"write the results to another file than {name}")
+        seen[target] = option
 
 
 def result_items(results: list[Any]) -> list[Any]:
@@ -92,7 +145,7 @@ def plugin_sinks(task: Task) -> tuple[dict[str, ResultFormat], dict[str, SinkOpt
     name; the first registration of a name wins."""
     formats: dict[str, ResultFormat] = {}
     options: dict[str, SinkOption] = {}
-    for item in registry.collect("register_sinks"):
+    for item in registry.collect("register_sinks", registry.instance_check(ResultFormat, SinkOption)):
         if item.result_kind is not task.result_kind:
             continue
         if isinstance(item, ResultFormat):
@@ -111,9 +164,8 @@ class TextLinesSink(Sink):
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else None
         self.lines = 0
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._out: IO[str] = open(self.path, "w", encoding="utf-8") if self.path else sys.stdout
+        self._pending = PendingFile(self.path) if self.path else None
+        self._out: IO[str] = open(self._pending.path, "w", encoding="utf-8") if self._pending else sys.stdout
 
     def lines_of(self, results: list[Any]) -> Iterator[str]:
         raise NotImplementedError
@@ -125,8 +177,14 @@ class TextLinesSink(Sink):
         self._out.flush()
 
     def close(self) -> None:
-        if self.path and not self._out.closed:
+        if self._pending and not self._out.closed:
             self._out.close()
+            self._pending.commit()
+
+    def abort(self) -> None:
+        if self._pending and not self._out.closed:
+            self._out.close()
+            self._pending.discard()
 
     def summary(self) -> str | None:
         return f"wrote {self.lines} {self.noun}(s) to {self.path}" if self.path else None
@@ -213,15 +271,22 @@ class WavSink(Sink):
         if audio is None or not len(audio):
             return
         if self._file is None:
-            sf = require("soundfile", "mic")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = sf.SoundFile(str(self.path), "w", self.task.sample_rate, audio.shape[1], subtype="FLOAT")
+            sf = require("soundfile")
+            self._pending = PendingFile(self.path)
+            self._file = sf.SoundFile(str(self._pending.path), "w", self.task.sample_rate, audio.shape[1],
+                                      subtype="FLOAT", format="WAV")
         self._file.write(audio)
         self.samples += len(audio)
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._file is not None and not self._file.closed:
             self._file.close()
+            self._pending.commit()
+
+    def abort(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+            self._pending.discard()
 
     def summary(self) -> str | None:
         return f"wrote {self.samples / self.task.sample_rate:.1f} s of audio to {self.path}"
@@ -247,6 +312,12 @@ class SpeakerSink(Sink):
         self._stream = None
         self._closing = False
         self.played_samples = 0
+        sd = require("sounddevice")
+        try:  # before any audio: a missing speaker is said at once, not after the first block
+            self._rate = int(sd.query_devices(self._device, "output")["default_samplerate"])
+        except (sd.PortAudioError, ValueError) as exc:
+            raise DeviceUnavailable(f"no audio output device to play on ({exc})",
+                                    hint="check `edgeaudio devices --live`, or write a WAV with --output out.wav") from exc
 
     def write(self, results: list[Any]) -> None:
         audio = _waveform(self.task, results)
@@ -257,8 +328,7 @@ class SpeakerSink(Sink):
         self._ring.write(self._resample(audio).T, time.monotonic())
 
     def _open(self, channels: int) -> None:
-        sd = require("sounddevice", "mic")
-        self._rate = int(sd.query_devices(self._device, "output")["default_samplerate"])
+        sd = require("sounddevice")
         self._resample = StreamResampler(self.task.sample_rate, self._rate, channels)
         self._ring = RingBuffer(round(self._rate * self._buffer), channels)
         self._ring.write(np.zeros((round(self._rate * self._prefill), channels), np.float32), time.monotonic())

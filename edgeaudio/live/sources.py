@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeaudio import registry
 from edgeaudio.audio.buffers import RingBuffer, StreamResampler
-from edgeaudio.errors import AudioInputError, DeviceLost, UsageError, require
+from edgeaudio.errors import AudioInputError, DeviceLost, DeviceUnavailable, UsageError, require
 
 if TYPE_CHECKING:
     from edgeaudio.profiles import ArrayProfile
@@ -110,7 +110,7 @@ class MicrophoneSource(Source):
         buffer_seconds: float = 2.0,
     ):
         _check_array_fits(profile, model_channels)
-        sd = require("sounddevice", "mic")
+        sd = require("sounddevice")
         device = _find_input_device(sd, profile, device_index)
         super().__init__(model_rate, model_channels, f"microphone '{device['name']}' as array {profile.name}")
         self.profile = profile
@@ -131,7 +131,7 @@ class MicrophoneSource(Source):
                 finished_callback=self._on_finished,
             )
         except (sd.PortAudioError, ValueError) as exc:
-            raise AudioInputError(
+            raise DeviceUnavailable(
                 f"cannot open '{self.device_name}' for {profile.capture_channels} channels "
                 f"at {profile.native_rate} Hz ({exc})",
                 hint="check `edgeaudio devices --live` and that no other program holds the device",
@@ -224,7 +224,7 @@ def _find_input_device(sd, profile: ArrayProfile, device_index: int | None) -> d
     if device_index is not None:
         device = next((d for d in devices if d["index"] == device_index), None)
         if device is None:
-            raise AudioInputError(f"PortAudio has no device {device_index}", hint="see `edgeaudio devices --live`")
+            raise DeviceUnavailable(f"PortAudio has no device {device_index}", hint="see `edgeaudio devices --live`")
         if device["max_input_channels"] < profile.capture_channels:
             raise AudioInputError(
                 f"device {device_index} '{device['name']}' has {device['max_input_channels']} input channel(s); "
@@ -236,7 +236,7 @@ def _find_input_device(sd, profile: ArrayProfile, device_index: int | None) -> d
     matches = sorted((d for d in devices if profile.matches(d)), key=lambda d: d["index"] != default_input)
     if not matches:
         seen = ", ".join(f"{d['index']}: {d['name']} ({d['max_input_channels']} in)" for d in devices) or "none"
-        raise AudioInputError(
+        raise DeviceUnavailable(
             f"no input device looks like array {profile.name} (name matching '{profile.portaudio_pattern}' "
             f"with at least {profile.capture_channels} inputs); PortAudio sees: {seen}",
             hint="plug the array in and check `edgeaudio devices --live`, or choose a device with --device-index",
@@ -265,6 +265,10 @@ class FileSource(Source):
         self._resample = StreamResampler(rate, model_rate, channels)
         if rate != model_rate:
             self.notes.append(f"resampled {self.path.name} from {rate} Hz to {model_rate} Hz")
+        from edgeaudio.audio.files import header_mismatch
+
+        if header := header_mismatch(self.path):
+            self.notes.append(header)
 
     def pick_channels(self, channel_map: list[int]) -> None:
         """Deliver only these channels of the file, in this order (a device capture's mics)."""
@@ -291,9 +295,9 @@ class FileSource(Source):
 
 def _open_sound_file(path: Path):
     """Open ``path`` for block reading with the same one-line errors as ``read_audio``."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     if not path.is_file():
-        raise AudioInputError(f"no audio file at {path}")
+        raise AudioInputError(f"no audio file at {path}", hint="check the path given to --input")
     try:
         handle = sf.SoundFile(str(path))
     except Exception as exc:  # libsndfile reports corrupt headers as RuntimeError/LibsndfileError
@@ -332,7 +336,7 @@ class SourceKind:
 def source_kinds() -> dict[str, SourceKind]:
     """Registered plugin sources by prefix; the first registration of a prefix wins."""
     kinds: dict[str, SourceKind] = {}
-    for kind in registry.collect("register_sources"):
+    for kind in registry.collect("register_sources", registry.instance_check(SourceKind)):
         kinds.setdefault(kind.prefix, kind)
     return kinds
 

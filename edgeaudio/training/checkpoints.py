@@ -4,8 +4,9 @@ Safetensors plus JSON only, never pickle, so opening one cannot run code:
 
 - ``last.safetensors``        model weights after the latest finished epoch
 - ``last.optim.safetensors``  the optimizer's tensors (moments, step counts)
-- ``last.json``               everything else: epoch, step, best metric, config, history and the
-                              optimizer's non-tensor state and param groups
+- ``last.json``               everything else: epoch, step, best metric, config, history, the
+                              ranges of epochs run with the same options, and the optimizer's
+                              non-tensor state and param groups
 - ``best.safetensors``        weights of the epoch with the best ``config.best_metric``
 - ``ema.safetensors``         the weight average after the latest epoch, when ``config.ema`` keeps one
 - ``history.json``            per-epoch train loss, validation metrics and seconds, for people
@@ -14,24 +15,21 @@ Safetensors plus JSON only, never pickle, so opening one cannot run code:
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from edgeaudio.errors import EdgeAudioError
-from edgeaudio.training.distributed import is_main_process
+from edgeaudio.training.distributed import say
 from edgeaudio.weights import load_weights, save_weights
 
 if TYPE_CHECKING:
     from edgeaudio.training.loop import TrainConfig
-
-logger = logging.getLogger(__name__)
 
 LAST_WEIGHTS = "last.safetensors"
 LAST_OPTIMIZER = "last.optim.safetensors"
@@ -41,8 +39,10 @@ EMA_WEIGHTS = "ema.safetensors"
 HISTORY = "history.json"
 
 # Settings that change the maths of training: resuming with a different value is allowed but the
-# result will no longer match an uninterrupted run, so the user is told.
-_RESUME_SENSITIVE = ("batch_size", "lr", "weight_decay", "seed", "grad_clip", "best_metric", "best_mode", "ema")
+# result will no longer match an uninterrupted run, so the user is told and the run records which
+# epochs ran with which (when the trainer passes its own options, those are compared instead).
+_RESUME_SENSITIVE = ("epochs", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "best_metric", "best_mode", "ema")
+_COSMETIC_OPTIONS = ("progress",)  # trainer options that change how a run looks, not what it computes
 
 
 @dataclass
@@ -54,6 +54,7 @@ class RunState:
     best_value: float | None = None
     best_epoch: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)  # [{"epochs": [first, last], "options": {...}}]
 
 
 def save_checkpoint(model, optimizer, config: TrainConfig, run: RunState, save_best: bool, ema=None) -> None:
@@ -79,6 +80,7 @@ def save_checkpoint(model, optimizer, config: TrainConfig, run: RunState, save_b
         },
         "config": config.to_json(),
         "history": run.history,
+        "segments": run.segments,
         "optimizer": optimizer_rest,
     }
     _write_atomically(out / HISTORY, lambda tmp: tmp.write_text(json.dumps(run.history, indent=1)))
@@ -152,9 +154,16 @@ def resume_from_checkpoint(model, optimizer, config: TrainConfig, ema=None) -> R
             f"the optimizer state in {out} does not fit this optimizer ({exc})",
             hint="resume with the same model and optimizer_factory, or pass resume=False",
         ) from exc
-    _warn_on_changed_config(state["config"], config)
-    if is_main_process():
-        logger.info("resuming from %s after epoch %d", out, state["epoch"])
+    saved_lr = state["config"].get("lr")
+    if saved_lr and saved_lr != config.lr:  # the saved param groups carry the old rate (and its schedule)
+        for group in optimizer.param_groups:
+            group["lr"] *= config.lr / saved_lr
+    if state["epoch"] >= config.epochs:
+        say(f"{config.prefix}all {state['epoch']} epochs are done in {out}: nothing left to train "
+            "(raise --epochs to train on, or use another output folder to start over)")
+    else:
+        say(f"{config.prefix}resuming from epoch {state['epoch']} of {config.epochs}: epoch {state['epoch'] + 1} is next "
+            f"(checkpoint in {out})")
     best = state["best"]
     same_best = (best["metric"], best["mode"]) == (config.best_metric, config.best_mode)
     return RunState(
@@ -163,7 +172,32 @@ def resume_from_checkpoint(model, optimizer, config: TrainConfig, ema=None) -> R
         best_value=best["value"] if same_best else None,
         best_epoch=best["epoch"] if same_best else None,
         history=state["history"],
+        segments=state.get("segments") or [{"epochs": [1, state["epoch"]], "options": None}],
     )
+
+
+def start_segment(run: RunState, config: TrainConfig) -> None:
+    """Open a new range of epochs when this run's options differ from those the last epochs ran
+    with (or when nothing ran yet), and say what changed."""
+    options = _segment_options(config)
+    last = run.segments[-1] if run.segments else None
+    if last is not None and last["options"] == options:
+        return
+    if last is not None and last["options"] is not None and run.epoch < config.epochs:
+        changed = [f"{name} {last['options'].get(name)!r} -> {options.get(name)!r}"
+                   for name in sorted(set(options) | set(last["options"])) if options.get(name) != last["options"].get(name)]
+        say(f"{config.prefix}options changed since epoch {run.epoch}: {', '.join(changed)}; epochs {run.epoch + 1}-{config.epochs} "
+            "run with the new values (the run records each range; the result will differ from an uninterrupted run)")
+    run.segments.append({"epochs": [run.epoch + 1, run.epoch], "options": options})
+
+
+def _segment_options(config: TrainConfig) -> dict[str, Any]:
+    """What a range of epochs records: the trainer's options when it passed them, else the loop's
+    settings that change the maths."""
+    if config.options is not None:
+        return {name: value for name, value in config.options.items() if name not in _COSMETIC_OPTIONS}
+    current = config.to_json()
+    return {name: current[name] for name in _RESUME_SENSITIVE}
 
 
 def _check_stamp(path: Path, epoch: int) -> None:
@@ -178,11 +212,3 @@ def _check_stamp(path: Path, epoch: int) -> None:
             hint="delete the directory or pass resume=False to start over",
         )
 
-
-def _warn_on_changed_config(saved: Mapping[str, Any], config: TrainConfig) -> None:
-    current = config.to_json()
-    changed = [name for name in _RESUME_SENSITIVE if saved.get(name) != current[name]]
-    if changed and is_main_process():
-        logger.warning(
-            "resuming with changed %s; the result will differ from an uninterrupted run", ", ".join(changed)
-        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -43,6 +44,15 @@ def is_main_process() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def say(message: str) -> None:
+    """One line on stderr from the main process only (the others stay quiet), printed so that a
+    progress bar on the terminal is not torn; in a file it is just the line."""
+    if is_main_process():
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
 
 
 @contextmanager

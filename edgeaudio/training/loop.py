@@ -4,15 +4,20 @@ A task plugin supplies a model, a dataset and a loss; ``fit`` owns everything ar
 every task gets the same seeding, progress bar, checkpoints, resume and multi-process behaviour.
 The parts live beside it: checkpoints and resume in checkpoints.py, joining a torchrun run in
 distributed.py, per-epoch reseeding (what makes a resumed run bit-identical to an uninterrupted
-one) in seeding.py, and the weights files in edgeaudio/weights.py. This module re-exports what
-trainers import from it.
+one) in seeding.py, the run folder every trainer writes in run.py, and the weights files in
+edgeaudio/weights.py. This module re-exports what trainers import from it.
+
+Every finished epoch prints one line on stderr (on the main process: loss, metrics, learning rate,
+seconds), also when stderr is a file and no progress bar shows, and appends the same record as a
+JSON line to ``log_file``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -31,6 +36,7 @@ from edgeaudio.training.checkpoints import (
     RunState,
     resume_from_checkpoint,
     save_checkpoint,
+    start_segment,
 )
 from edgeaudio.training.distributed import (
     Processes,
@@ -38,6 +44,7 @@ from edgeaudio.training.distributed import (
     joined_processes,
     main_process_first,
     process_group,
+    say,
     share_from_main,
     wrap_for_processes,
 )
@@ -66,6 +73,11 @@ class TrainConfig:
     returns. ``ema``: keep an exponential moving average of the weights with this decay per
     optimizer step (say 0.999), saved beside every checkpoint as ``ema.safetensors``; validation
     and the best-epoch choice stay on the raw weights.
+    ``log_file``: where each epoch's record is appended as a JSON line (default: ``out_dir/log.jsonl``);
+    ``part``: the name of what is trained, for trainers that train several models into one run
+    (it prefixes the epoch lines and is recorded in the log). ``options``: the trainer's own options
+    (JSON-friendly), recorded per range of epochs, so a run resumed with other options says which
+    epochs ran with which.
     """
 
     out_dir: str | Path
@@ -84,9 +96,13 @@ class TrainConfig:
     best_metric: str = "train_loss"
     best_mode: str = "min"
     ema: float | None = None
+    log_file: str | Path | None = None
+    part: str | None = None
+    options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        self.log_file = Path(self.log_file) if self.log_file is not None else self.out_dir / "log.jsonl"
         rules = [
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
@@ -105,18 +121,42 @@ class TrainConfig:
                 raise UsageError(f"invalid training config: {message}")
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "out_dir": str(self.out_dir)}
+        return {**asdict(self), "out_dir": str(self.out_dir), "log_file": str(self.log_file)}
+
+    @property
+    def prefix(self) -> str:
+        """What starts this training's lines on stderr: ``[part] `` for a named part, else nothing."""
+        return f"[{self.part}] " if self.part else ""
 
 
 @dataclass
 class TrainResult:
-    """What a finished ``fit`` hands back; the paths are the same on every rank."""
+    """What a finished ``fit`` hands back; the paths are the same on every rank.
+
+    ``segments``: the ranges of epochs that ran with the same options, ``[{"epochs": [first, last],
+    "options": {...}}]`` (one unless the run was resumed with other options)."""
 
     last_checkpoint: Path
     best_checkpoint: Path | None
     ema_checkpoint: Path | None
     history: list[dict[str, float]]
     epochs_run: int
+    best_metric: str = "train_loss"
+    best_epoch: int | None = None
+    best_value: float | None = None
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """What a run's sidecar records of this training: epochs, the best one, the option ranges and
+        the per-epoch history."""
+        return {
+            "epochs": len(self.history),
+            "epochs_this_run": self.epochs_run,
+            "seconds": round(sum(record.get("seconds", 0.0) for record in self.history), 1),
+            "best": {"metric": self.best_metric, "epoch": self.best_epoch, "value": self.best_value},
+            "segments": self.segments,
+            "history": self.history,
+        }
 
 
 def fit(
@@ -132,9 +172,10 @@ def fit(
     """Train ``model`` in place for ``config.epochs`` epochs, checkpointing after each.
 
     - ``loss_fn(model, batch)`` returns a scalar tensor, or ``(loss, logs)`` where ``logs`` maps names
-      to numbers averaged per epoch into ``train_<name>``. Under torchrun ``model`` is the
-      DistributedDataParallel wrapper: call it (``model(x)``) so gradients get synchronised.
-      The batch arrives already moved to the training device.
+      to numbers averaged per epoch into ``train_<name>``. ``model`` is the model itself, also under
+      torchrun: the loss function runs as the forward of the DistributedDataParallel wrapper, so
+      whatever methods of the model it calls, the gradients are averaged across processes. The
+      batch arrives already moved to the training device.
     - ``val_fn(model)`` returns validation metrics, recorded as ``val_<name>``. It runs on rank 0 only,
       under ``eval()`` and ``no_grad``, every ``val_every`` epochs and after the last one; the
       metrics are shared with the other ranks.
@@ -144,7 +185,9 @@ def fit(
       changes it makes (say, to learning rates) are saved with it.
 
     With ``config.resume`` and a checkpoint in ``out_dir``, training continues after the last
-    finished epoch and ends with the same weights an uninterrupted run would have.
+    finished epoch ("resuming from epoch N" on stderr) and ends with the same weights an
+    uninterrupted run would have; resumed with other options, it says which changed and records
+    the epochs run with each.
     """
     if config.best_metric.startswith("val_") and val_fn is None:
         raise UsageError(
@@ -157,21 +200,23 @@ def fit(
         ema = WeightAverage(model, config.ema) if config.ema else None
         run = (resume_from_checkpoint(model, optimizer, config, ema) if config.resume else None) or RunState()
         first_epoch = run.epoch
+        start_segment(run, config)
         if procs.main:
             config.out_dir.mkdir(parents=True, exist_ok=True)
-        trained = wrap_for_processes(model, procs)
+        step = wrap_for_processes(_LossOfModel(model, loss_fn), procs)
         batches = SeededBatches.create(train_dataset, config, procs, collate_fn)
         after_step = (lambda: ema.update(model)) if ema else None
         for epoch in range(first_epoch, config.epochs):
             started = time.perf_counter()
             record = {"epoch": epoch + 1}
             loader = batches.for_epoch(epoch)
-            record.update(_train_epoch(trained, loader, loss_fn, optimizer, config, procs, run, after_step))
+            record.update(_train_epoch(step, model, loader, optimizer, config, procs, run, after_step))
             if val_fn is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
                 record.update(_validate(model, val_fn, procs))
-            record.update(step=run.step, seconds=round(time.perf_counter() - started, 3))
+            record.update(lr=optimizer.param_groups[0]["lr"], step=run.step, seconds=round(time.perf_counter() - started, 3))
             run.epoch = epoch + 1
             run.history.append(record)
+            run.segments[-1]["epochs"][1] = run.epoch
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
             _finish_epoch(model, optimizer, config, procs, run, record, ema)
@@ -181,22 +226,40 @@ def fit(
         ema_checkpoint=config.out_dir / EMA_WEIGHTS if ema else None,
         history=run.history,
         epochs_run=max(config.epochs - first_epoch, 0),
+        best_metric=config.best_metric,
+        best_epoch=run.best_epoch,
+        best_value=run.best_value,
+        segments=[s for s in run.segments if s["epochs"][1] >= s["epochs"][0]],
     )
+
+
+class _LossOfModel(nn.Module):
+    """The model with the loss function as its forward: what the data-parallel wrapper wraps, so
+    every call the loss makes on the model (``forward``, an offline helper, a submodule) happens
+    inside the wrapper's forward and its gradients are averaged. Its state is the model's."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
 
 
 def _default_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, config, procs, run, after_step=None) -> dict[str, float]:
-    """One pass over this rank's shard; returns the epoch means over all ranks as ``train_*``."""
+def _train_epoch(step, model, loader, optimizer, config, procs, run, after_step=None) -> dict[str, float]:
+    """One pass over this rank's shard; returns the epoch means over all ranks as ``train_*``.
+    ``step(batch)`` is the loss (through the data-parallel wrapper under torchrun)."""
     epoch = run.epoch + 1
-    model.train()
+    step.train()
     means = _EpochMeans()
     hidden = None if config.progress and procs.main else True  # None: tqdm hides itself off a terminal
-    with tqdm(total=len(loader), desc=f"epoch {epoch}/{config.epochs}", disable=hidden) as bar:
+    with tqdm(total=len(loader), desc=f"{config.prefix}epoch {epoch}/{config.epochs}", disable=hidden, leave=False) as bar:
         for batch in loader:
-            loss, logs = _split_loss(loss_fn(model, _to_device(batch, procs.device)))
+            loss, logs = _split_loss(step(_to_device(batch, procs.device)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
@@ -209,8 +272,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, config, procs, run, after_st
             bar.update()
             if run.step % config.log_every == 0:
                 _log_running_loss(bar, means.local("loss"), epoch, run.step)
-        epoch_means = means.across(procs)
-        bar.set_postfix(loss=f"{epoch_means['loss']:.4g}")  # the bar left on screen shows the epoch mean
+        epoch_means = means.across(procs)  # the bar goes; the epoch line (_finish_epoch) stays
     if not np.isfinite(epoch_means["loss"]):
         raise EdgeAudioError(
             f"the training loss became {epoch_means['loss']} in epoch {epoch}",
@@ -291,9 +353,18 @@ def _finish_epoch(model, optimizer, config: TrainConfig, procs: Processes, run: 
         run.best_value, run.best_epoch = value, run.epoch
     if procs.main:
         save_checkpoint(model, optimizer, config, run, save_best=improved, ema=ema)
-        logger.info("epoch %d/%d: %s", run.epoch, config.epochs, _metrics_line(record))
+        _append_log(config, record)
+        say(f"{config.prefix}epoch {run.epoch}/{config.epochs}  {_metrics_line(record)}")
     if procs.world_size > 1:
         dist.barrier()
+
+
+def _append_log(config: TrainConfig, record: dict[str, float]) -> None:
+    """One JSON line per finished epoch, in the order epochs finished (a resumed run appends)."""
+    config.log_file.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"part": config.part, **record} if config.part else dict(record)
+    with open(config.log_file, "a") as log:
+        log.write(json.dumps({**entry, "epochs": config.epochs}) + "\n")
 
 
 def _better(value: float, best: float, mode: str) -> bool:
@@ -315,4 +386,6 @@ def _best_candidate(record: dict[str, float], config: TrainConfig) -> float | No
 
 
 def _metrics_line(record: dict[str, float]) -> str:
-    return "  ".join(f"{name} {value:.6g}" for name, value in record.items() if name not in ("epoch", "step"))
+    """``train_loss 0.123  val_F20 0.28  lr 0.002  12.3 s``: what a person reads per epoch."""
+    shown = [f"{name} {value:.4g}" for name, value in record.items() if name not in ("epoch", "step", "seconds")]
+    return "  ".join(shown + [f"{record.get('seconds', 0.0):.1f} s"])

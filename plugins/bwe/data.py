@@ -78,7 +78,7 @@ class Clip:
 
     def load(self) -> np.ndarray:
         if self.audio is None:
-            sf = require("soundfile", "mic")
+            sf = require("soundfile")
             self.audio = sf.read(str(self.path), dtype="float32")[0]
         return self.audio
 
@@ -96,11 +96,12 @@ def build(out: Path, install: bool = False, progress: bool = True) -> dict:
     missing = [p for p, v in versions.items() if not v]
     if missing:
         raise UsageError(f"missing Debian packages for the speech corpus: {' '.join(missing)}",
-                         hint="rerun with --install (as root), or apt-get install --no-install-recommends them")
+                         hint=f"python -m edgeaudio.plugins.bwe.data --out {out} --install (as root) installs them and "
+                              "builds the corpus (or apt-get install --no-install-recommends them); then train again")
     out.mkdir(parents=True, exist_ok=True)
     entries, dropped = [], {"short": 0, "narrowband": 0}
     recordings = _recordings()
-    for source, voice, package in tqdm(recordings, desc="speech corpus", unit="file", disable=not progress):
+    for source, voice, package in tqdm(recordings, desc="speech corpus", unit="file", disable=None if progress else True):
         audio, reason = _prepare(source)
         if reason:
             dropped[reason] += 1
@@ -131,7 +132,7 @@ def _recordings() -> list[tuple[str, str, str]]:
 
 def _prepare(path: str) -> tuple[np.ndarray | None, str | None]:
     """Mono 16 kHz, silence trimmed, loudness normalised; or the reason the file is left out."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     data, rate = sf.read(path, dtype="float64", always_2d=True)
     audio = data.mean(axis=1)
     if high_band_db(audio, rate) < MIN_HIGH_BAND_DB:
@@ -165,7 +166,7 @@ def _trim(audio: np.ndarray, floor_db: float = -40.0) -> np.ndarray:
 
 
 def _write(out: Path, voice: str, name: str, audio: np.ndarray, package: str, source: str) -> dict:
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     path = out / voice / f"{name}.flac"
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16")
@@ -175,12 +176,12 @@ def _write(out: Path, voice: str, name: str, audio: np.ndarray, package: str, so
 
 def _espeak_clips(out: Path, progress: bool) -> list[dict]:
     """Synthetic sentences in many voices: extra variety of pitch and language for training."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     rng = np.random.default_rng(0)
     entries = []
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "say.wav"
-        for i in tqdm(range(ESPEAK_UTTERANCES), desc="espeak-ng", unit="utt", disable=not progress):
+        for i in tqdm(range(ESPEAK_UTTERANCES), desc="espeak-ng", unit="utt", disable=None if progress else True):
             voice = ESPEAK_VOICES[i % len(ESPEAK_VOICES)] + ESPEAK_VARIANTS[rng.integers(len(ESPEAK_VARIANTS))]
             words = " ".join(rng.choice(SENTENCES).split()[: int(rng.integers(5, 14))])
             cmd = ["espeak-ng", "-v", voice, "-p", str(rng.integers(25, 75)), "-s", str(rng.integers(130, 190)),
@@ -202,11 +203,16 @@ def _installed_version(package: str) -> str | None:
 
 
 # -- reading it ---------------------------------------------------------------------------------
-def default_corpus(progress: bool = True) -> Path:
-    """The corpus in the edgeaudio cache, built from the installed packages on first use."""
+def corpus_folder() -> Path:
+    """Where the corpus lives in the edgeaudio cache (built there or not)."""
     from edgeaudio.cache import cache_root
 
-    folder = cache_root() / "bwe" / "corpus"
+    return cache_root() / "bwe" / "corpus"
+
+
+def default_corpus(progress: bool = True) -> Path:
+    """The corpus in the edgeaudio cache, built from the installed packages on first use."""
+    folder = corpus_folder()
     build(folder, progress=progress)
     return folder
 
@@ -227,6 +233,10 @@ def read_corpus(root: Path) -> list[Clip]:
         else:
             split = "train"
         clips.append(Clip(Path(root) / entry["file"], voice, split))
+    missing = [clip.path for clip in clips if not clip.path.is_file()]
+    if missing:
+        raise UsageError(f"{Path(root) / 'SOURCES.json'} lists {len(missing)} file(s) that are not there, e.g. {missing[0]}",
+                         hint="rebuild the corpus (python -m edgeaudio.plugins.bwe.data --out DIR)")
     return clips
 
 
@@ -305,7 +315,7 @@ def degrade(wide: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _resample(x: np.ndarray, rate_in: int, rate_out: int, quality: str) -> np.ndarray:
-    soxr = require("soxr", "mic")
+    soxr = require("soxr")
     return soxr.resample(x, rate_in, rate_out, quality=quality) if rate_in != rate_out else x
 
 

@@ -79,7 +79,7 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = SAMP
     """ITU-T P.862.2 wide-band PESQ (MOS-LQO, 1.04-4.64) via the ``pesq`` package."""
     from edgeaudio.errors import require
 
-    pesq = require("pesq", "train")
+    pesq = require("pesq")
     length = min(len(reference), len(estimate))
     reference, estimate = level_match(reference[:length], estimate[:length], sample_rate)
     return float(pesq.pesq(sample_rate, reference, estimate, "wb"))

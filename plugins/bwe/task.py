@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import EvalSet, Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS = Path(__file__).parent / "weights" / "bwe.safetensors"
 MODEL_KEYS = ("n_fft", "channels", "blocks", "kernel", "lookahead")
@@ -113,44 +113,39 @@ class BweTask(Task):
         ]
 
     # -- data and metrics --------------------------------------------------------------------
-    def _corpus_clips(self, split: str):
-        """Clips of one split of the built-in corpus, or None when it cannot be built here."""
-        from edgeaudio.plugins.bwe.data import default_corpus, read_corpus
+    def validation_set(self) -> EvalSet:
+        """(narrowband input, wideband reference) pairs: 16 utterances of 3 s from the corpus's
+        validation clips (voices seen in training, clips not), narrowband as an 8 kHz recording
+        would be. Made from the corpus where it is built, else the very same utterances as the
+        package ships them (``plugins/bwe/validation``), so export needs no corpus."""
+        from edgeaudio.plugins.bwe.data import corpus_folder, read_corpus, telephone_input, utterances
+        from edgeaudio.plugins.bwe.speech_sets import shipped_utterances
 
-        from edgeaudio.errors import UsageError
-
-        try:
-            return [c for c in read_corpus(default_corpus(progress=False)) if c.split == split]
-        except UsageError:
-            return None
-
-    def validation_set(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """(narrowband input, wideband reference) pairs from the corpus's validation clips (voices
-        seen in training, clips not): 3 s utterances, narrowband as an 8 kHz recording would be."""
-        from edgeaudio.plugins.bwe.data import telephone_input, utterances
-
-        clips = self._corpus_clips("val")
-        if clips is None:
-            return None
+        corpus = corpus_folder()
+        if not (corpus / "SOURCES.json").is_file():
+            return shipped_utterances()
+        clips = [c for c in read_corpus(corpus) if c.split == "val"]
         items = utterances(clips, VALIDATION_SECONDS, per_voice=4)[:VALIDATION_ITEMS]
-        return [(telephone_input(wide), wide) for _, wide in items]
+        return EvalSet([(telephone_input(wide), wide) for _, wide in items],
+                       f"{len(items)} utterances from the speech corpus's validation clips ({corpus})")
 
-    def calibration_data(self, count: int = 32) -> Iterable[dict[str, dict[str, np.ndarray]]]:
-        """Narrowband 2 s excerpts from zero state, as a stream starts: validation speech when the
-        corpus is available, synthetic speech-like signals otherwise."""
-        from edgeaudio.plugins.bwe.data import speechlike, telephone_input
+    def read_dataset(self, path: Path) -> EvalSet:
+        """A folder of wideband speech recordings (layout in ``speech_sets``)."""
+        from edgeaudio.plugins.bwe.speech_sets import read_wideband
 
+        return read_wideband(path)
+
+    def calibration_data(self, count: int = 32, dataset=None) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """Narrowband 2 s excerpts of ``dataset`` (default: the validation utterances) from zero
+        state, as a stream starts, at levels from -12 to +11 dB."""
         model = self.build_model()
         zeros = {name: np.zeros((1, *shape), np.float32) for name, shape in model.state_shapes()}
-        validation = self.validation_set() or []
+        items = self.validation_set() if dataset is None else dataset
         length = 200 * self.hop
         for i in range(count):
-            if validation:
-                narrow = validation[i % len(validation)][0]
-                start = (i // len(validation)) * self.hop * 50 % max(len(narrow) - length, 1)
-                narrow = narrow[start : start + length]
-            else:
-                narrow = telephone_input(speechlike(1000 + i, length / self.sample_rate))
+            narrow = items[i % len(items)][0]
+            start = (i // len(items)) * self.hop * 50 % max(len(narrow) - length, 1)
+            narrow = narrow[start : start + length]
             level = 10 ** (((i * 7) % 24 - 12) / 20)  # calls arrive at every level
             yield {"bwe": {"audio": (level * narrow[None, None]).astype(np.float32), **zeros}}
 

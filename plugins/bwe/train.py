@@ -13,20 +13,23 @@ wideband frames ``lookahead`` frames earlier:
   consistent overlapping frames can satisfy).
 
 The epoch with the best validation LSD is kept. Then the level of the invented band is set
-(:func:`choose_extension_gain`, on the validation clips). With ``--ship`` the weights go to
-``weights/bwe.safetensors`` with a JSON sidecar: command, seed, config, data and the metrics on
-the held-out voices against the soxr upsampling baseline. Running the same command again resumes.
+(:func:`choose_extension_gain`, on the validation clips) and recorded in the config. The run
+folder (:class:`edgeaudio.training.TrainingRun`) gets ``weights.safetensors`` with a sidecar:
+command, config, data and the metrics on the held-out voices, with the soxr upsampling baseline's
+beside them (``upsampling_*``); ``--ship`` copies both into the package as the default. Running
+the same command again resumes; under torchrun every trainer process trains its share.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+from edgeaudio.errors import UsageError
 from edgeaudio.plugins.bwe.data import (
     HELDOUT,
     TrainPairs,
@@ -43,55 +46,68 @@ MR_RESOLUTIONS = (256, 512, 1024)
 EXTENSION_GAINS_DB = (0.0, -3.0, -6.0, -9.0, -12.0)
 
 
-def train_bwe(task, out_dir: str, options: BweTrainOptions) -> dict[str, Any]:
+def train_bwe(task, out_dir: str, options: BweTrainOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``options.epochs`` x ``options.items`` crops (``options``: those of ``edgeaudio train
-    bwe``); return the result summary (and ship it when asked)."""
+    bwe``) into the run folder ``out_dir`` (see :class:`edgeaudio.training.TrainingRun`); return
+    the run's result (and ship it when asked). Under torchrun rank 0 builds the corpus while the
+    others wait, every rank trains on its share of each epoch's crops, and rank 0 alone chooses the
+    band's level, scores and writes."""
     import torch
 
-    from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights
+    from edgeaudio.training import TrainingRun, cosine_adamw, fit, load_weights, main_process_first
 
     o = options
-    if o.threads:
-        torch.set_num_threads(int(o.threads))
-    root = Path(o.corpus) if o.corpus else default_corpus(progress=o.progress)
-    clips = read_corpus(root)
-    train = [c for c in clips if c.split == "train"]
-    validation = [(telephone_input(w), w) for _, w in utterances([c for c in clips if c.split == "val"],
-                                                                   VAL_SECONDS, VAL_PER_VOICE)[:VAL_ITEMS]]
-    model = type(task)({**task.config, "extension_gain_db": 0.0}).build_model()  # learn the true level
-    optimizer_factory, cosine_lr = cosine_adamw(o.lr, o.epochs, floor=0.05)  # decay to 5 % over the run
-
-    config = TrainConfig(out_dir, o.epochs, batch_size=o.batch_size, lr=o.lr, seed=o.seed, grad_clip=1.0,
-                         best_metric="val_lsd", best_mode="min", progress=o.progress, log_every=10)
-    result = fit(model, TrainPairs(train, o.seconds, o.items), bwe_loss, config,
-                 val_fn=lambda net: validation_metrics(net, validation),
-                 optimizer_factory=optimizer_factory, on_epoch_end=cosine_lr)
-    load_weights(model, result.best_checkpoint or result.last_checkpoint)
-    gain, choice = choose_extension_gain(model, validation)
-    task.config["extension_gain_db"] = gain
-    test = [(voice, telephone_input(wide), wide) for voice, wide in utterances(
-        [c for c in clips if c.split == "test"], TEST_SECONDS, TEST_PER_VOICE)]
-    summary = {
-        "command": "edgeaudio train bwe " + " ".join(sys.argv[3:]) if sys.argv[1:2] == ["train"] else " ".join(sys.argv),
-        "seed": o.seed,
-        "config": {key: task.config[key] for key in task.default_config()},
-        "training": {"epochs": o.epochs, "items_per_epoch": o.items, "batch_size": o.batch_size, "crop_seconds": o.seconds,
-                     "lr": o.lr, "epochs_run": len(result.history), "best_epoch": _best_epoch(result.history),
-                     "wall_minutes": round(sum(r["seconds"] for r in result.history) / 60, 1)},
-        "data": corpus_summary(root, clips),
-        "extension_gain_choice": choice,
-        "heldout_metrics": heldout_metrics(model, test),
-    }
-    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
-    if o.ship:
-        ship_weights(result.best_checkpoint or result.last_checkpoint, summary)
-    return summary
+    with TrainingRun(task, out_dir, o) as run:
+        say = (log or run.say) if run.main else (lambda line: None)
+        if o.threads:
+            torch.set_num_threads(int(o.threads))
+        if o.corpus and not (Path(o.corpus) / "SOURCES.json").is_file():
+            raise UsageError(f"--corpus {o.corpus} is not a built speech corpus (no SOURCES.json)",
+                             hint="build one: python -m edgeaudio.plugins.bwe.data --out DIR")
+        with main_process_first():
+            root = Path(o.corpus) if o.corpus else default_corpus(progress=run.progress)
+        clips = read_corpus(root)
+        train = [c for c in clips if c.split == "train"]
+        validation = [(telephone_input(w), w) for _, w in utterances([c for c in clips if c.split == "val"],
+                                                                       VAL_SECONDS, VAL_PER_VOICE)[:VAL_ITEMS]]
+        if not train or not validation:
+            raise UsageError(f"the corpus in {root} has {len(train)} training and {len(validation)} validation clips",
+                             hint="a corpus needs both (every voice's every few clips go to validation)")
+        model = type(task)({**task.config, "extension_gain_db": 0.0}).build_model()  # learn the true level
+        say(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {o.items} crops of {o.seconds:g} s "
+            f"per epoch from {len(train)} clips")
+        optimizer_factory, cosine_lr = cosine_adamw(o.lr, o.epochs, floor=0.05)  # decay to 5 % over the run
+        config = run.config(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, seed=o.seed, grad_clip=1.0,
+                            best_metric="val_lsd", best_mode="min", log_every=10)
+        result = fit(model, TrainPairs(train, o.seconds, o.items), bwe_loss, config,
+                     val_fn=lambda net: validation_metrics(net, validation),
+                     optimizer_factory=optimizer_factory, on_epoch_end=cosine_lr)
+        if not run.main:
+            return run.finish(model, None)
+        load_weights(model, result.best_checkpoint or result.last_checkpoint)
+        gain, choice = choose_extension_gain(model, validation)
+        task.config["extension_gain_db"] = gain
+        say(f"the invented band's level: {gain:g} dB (best PESQ-WB on the validation clips)")
+        test = [(voice, telephone_input(wide), wide) for voice, wide in utterances(
+            [c for c in clips if c.split == "test"], TEST_SECONDS, TEST_PER_VOICE)]
+        heldout = heldout_metrics(model, test)
+        metrics = {**heldout["model"], **{f"upsampling_{k}": v for k, v in heldout["upsampling"].items()}}
+        sidecar = run.sidecar({key: task.config[key] for key in task.default_config()}, result,
+                              data=corpus_summary(root, clips), metrics=metrics,
+                              details={"heldout": heldout, "extension_gain_choice": choice})
+        say("held-out: " + "  ".join(f"{k} {v:.3f}" for k, v in heldout["model"].items())
+            + f"  (soxr upsampling: LSD {heldout['upsampling']['lsd']:.3f})")
+        done = run.finish(model, sidecar)
+        if o.ship:
+            ship_weights(run.weights)
+        return done
 
 
 def bwe_loss(model, batch):
     """Spectral LSD + compressed complex error on frames, multi-resolution error on the waveform.
 
-    Single-process training: it calls ``offline``, which a torchrun DDP wrapper would not sync.
+    It calls ``offline``: the shared loop runs the loss inside the data-parallel wrapper, so under
+    torchrun the gradients are averaged all the same.
     """
     import torch
 
@@ -206,15 +222,11 @@ def corpus_summary(root: Path, clips) -> dict[str, Any]:
     }
 
 
-def ship_weights(checkpoint: Path, summary: dict[str, Any]) -> Path:
+def ship_weights(weights: Path) -> Path:
+    """Copy a run's weights and sidecar into the package as the shipped default."""
     from edgeaudio.plugins.bwe.task import WEIGHTS
 
     WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(checkpoint, WEIGHTS)
-    WEIGHTS.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+    shutil.copyfile(weights, WEIGHTS)
+    shutil.copyfile(weights.with_suffix(".json"), WEIGHTS.with_suffix(".json"))
     return WEIGHTS
-
-
-def _best_epoch(history: list[dict[str, float]]) -> int | None:
-    scored = [r for r in history if "val_lsd" in r]
-    return int(min(scored, key=lambda r: r["val_lsd"])["epoch"]) if scored else None

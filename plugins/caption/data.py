@@ -65,11 +65,15 @@ def read_clotho(captions_csv: str | Path, audio_dir: str | Path) -> list[Caption
     """Clotho's ``clotho_captions_<split>.csv``: ``file_name, caption_1 .. caption_5``."""
     rows = _read_csv(captions_csv, ["file_name", "caption_1"])
     audio_dir = Path(audio_dir)
-    return [
+    files = [
         CaptionedFile(audio_dir / row["file_name"],
                       [row[k].strip() for k in sorted(row) if k.startswith("caption_") and row[k] and row[k].strip()])
         for row in rows
     ]
+    for line, item in enumerate(files, start=2):  # line 1 is the header
+        if not item.captions:
+            raise UsageError(f"{captions_csv} line {line}: {item.path.name} has no caption")
+    return files
 
 
 def read_audiocaps(captions_csv: str | Path, audio_dir: str | Path, pattern: str = "{youtube_id}_{start_time}.wav") -> list[CaptionedFile]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 from edgeaudio.plugins.caption.tokenizer import normalize
@@ -28,10 +29,15 @@ def _ngrams(words: Sequence[str], n: int) -> Counter:
 
 def bleu(candidates: Sequence[str], references: Sequence[Sequence[str]], max_n: int = MAX_N) -> list[float]:
     """Corpus BLEU-1..``max_n``: clipped n-gram precisions summed over the corpus, geometric mean,
-    brevity penalty from the total candidate length vs the closest reference lengths."""
+    brevity penalty from the total candidate length vs the closest reference lengths.
+
+    Smoothed exactly as the COCO caption scorer (``bleu_scorer.py``) smooths: ``tiny`` (1e-15) on
+    every count of matches, ``small`` (1e-9) on every count of n-grams, so an order without a
+    single match gives BLEU near 0 as there instead of the 1e-9 ratio that once stood here
+    (tests/test_caption.py pins it against the scorer's rule)."""
     matched, total = [0.0] * max_n, [0.0] * max_n
     cand_len = ref_len = 0
-    tiny = 1e-9  # the COCO scorer's smoothing, so a precision with no matches does not take log(0)
+    tiny, small = 1e-15, 1e-9
     for cand, refs in zip(candidates, references):
         words = normalize(cand)
         ref_words = [normalize(r) for r in refs]
@@ -44,11 +50,12 @@ def bleu(candidates: Sequence[str], references: Sequence[Sequence[str]], max_n: 
                 best |= _ngrams(r, n)
             matched[n - 1] += sum(min(c, best[g]) for g, c in counts.items())
             total[n - 1] += max(len(words) - n + 1, 0)
-    penalty = 1.0 if cand_len >= ref_len else math.exp(1 - ref_len / max(cand_len, tiny))
-    scores, log_sum = [], 0.0
+    ratio = (cand_len + tiny) / (ref_len + small)
+    penalty = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
+    scores, product = [], 1.0
     for n in range(max_n):
-        log_sum += math.log((matched[n] + tiny) / (total[n] + tiny))
-        scores.append(penalty * math.exp(log_sum / (n + 1)))
+        product *= (matched[n] + tiny) / (total[n] + small)
+        scores.append(penalty * product ** (1 / (n + 1)))
     return scores
 
 
@@ -127,15 +134,33 @@ def mentioned_classes(caption: str, keywords: Mapping[str, Sequence[str]]) -> se
     """Classes whose keywords occur in ``caption``, matching longer phrases first and consuming
     their words ("a car horn" is a horn, not a horn and a car)."""
     words = normalize(caption)
-    phrases = sorted(((tuple(normalize(k)), label) for label, ks in keywords.items() for k in ks), key=lambda p: -len(p[0]))
+    starts: dict[str, list[int]] = {}  # where each word occurs: a phrase can start only there
+    for i, word in enumerate(words):
+        starts.setdefault(word, []).append(i)
     found, used = set(), [False] * len(words)
-    for phrase, label in phrases:
+    phrases, by_first_word = _phrases(tuple((label, tuple(ks)) for label, ks in keywords.items()))
+    for rank in sorted(rank for word in starts for rank in by_first_word.get(word, ())):
+        phrase, label = phrases[rank]
+        if not starts.keys() >= set(phrase[1:]):
+            continue
         n = len(phrase)
-        for i in range(len(words) - n + 1):
-            if not any(used[i : i + n]) and tuple(words[i : i + n]) == phrase:
+        for i in starts[phrase[0]]:
+            if i + n <= len(words) and not any(used[i : i + n]) and tuple(words[i : i + n]) == phrase:
                 found.add(label)
                 used[i : i + n] = [True] * n
     return found
+
+
+@lru_cache(maxsize=8)
+def _phrases(keywords: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[list[tuple[tuple[str, ...], str]], dict[str, list[int]]]:
+    """The keyword table as (normalized phrase, class), longest phrases first, and the ranks in
+    that order of the phrases each word starts; built once per table (the captioning search asks
+    for every hypothesis at every step, and a caption holds a few of the table's words)."""
+    phrases = sorted(((tuple(normalize(k)), label) for label, ks in keywords for k in ks), key=lambda p: -len(p[0]))
+    by_first_word: dict[str, list[int]] = {}
+    for rank, (phrase, _) in enumerate(phrases):
+        by_first_word.setdefault(phrase[0], []).append(rank)
+    return phrases, by_first_word
 
 
 def event_scores(candidates: Sequence[str], labels: Sequence[Sequence[str]], keywords: Mapping[str, Sequence[str]]) -> dict[str, float]:

@@ -13,6 +13,7 @@ tag guidance lowers ``<eos>`` and raises the words of events not named yet).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -62,28 +63,29 @@ def beam_search(
         log_probs, cache = step(tokens, position, cache)
         log_probs = _guided(log_probs, history, guide)
         vocab = log_probs.shape[1]
-        total = (scores[:, None] + log_probs.astype(np.float64)).ravel()
+        total = (scores[:, None] + np.asarray(log_probs, dtype=np.float64)).ravel()
         order = np.argsort(-total, kind="stable")[: 2 * beam]
         parents, words, alive = [], [], []
-        for flat in order:
-            parent, word = divmod(int(flat), vocab)
-            if not np.isfinite(total[flat]):
+        for flat, value in zip(order.tolist(), total[order].tolist()):  # plain ints and floats: cheaper per item
+            parent, word = divmod(flat, vocab)
+            if not math.isfinite(value):
                 break
             if word == eos:
                 length = len(history[parent]) + 1
-                finished.append((float(total[flat]) / length**length_penalty, history[parent]))
+                finished.append((value / length**length_penalty, history[parent]))
             elif len(alive) < beam:
                 parents.append(parent)
                 words.append(word)
-                alive.append(float(total[flat]))
+                alive.append(value)
         if len(finished) >= beam or not alive:
             break
         while len(alive) < beam:  # keep the batch shape fixed: pad with dead copies
             parents.append(parents[0])
             words.append(words[0])
             alive.append(-np.inf)
-        index = np.asarray(parents)
-        cache = {name: value[:, index] for name, value in cache.items()}
+        if parents != list(range(beam)):  # every hypothesis kept its own row: nothing to reorder
+            index = np.asarray(parents)
+            cache = {name: value[:, index] for name, value in cache.items()}
         history = [history[p] + [w] for p, w in zip(parents, words)]
         tokens = np.asarray(words, np.int64)[:, None]
         scores = np.asarray(alive)

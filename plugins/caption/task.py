@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import EvalSet, Graph, InputKind, MetricGate, ResultKind, StatePair, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "caption.safetensors"
@@ -78,6 +78,8 @@ class CaptionTask(Task):
     description = "audio captioning: one sentence describing the clip (audio encoder + Transformer decoder)"
     sample_rate = 16000
     channels = 1
+    # a caption describes whole events, learnt from 10 s clips: under a second there is none to describe
+    min_input_seconds = 1.0
     # CIDEr-D on the 0-10 scale; INT8 may lose at most 0.1 of it on the validation set
     gate = MetricGate("cider_d", max_drop=0.1, higher_is_better=True)
 
@@ -194,18 +196,34 @@ class CaptionTask(Task):
         return [encoder, step]
 
     # -- data and metrics --------------------------------------------------------------------------
-    def validation_set(self) -> list:
-        """Clips composed from the held-out recordings of the built-in library's edition the model
-        was trained on (fixed seed)."""
+    def validation_set(self) -> EvalSet:
+        """48 clips of 10 s composed (fixed seed) from the held-out recordings of the library
+        edition the model was trained on: from the library where it is built, else the same
+        clips as the package ships them (``plugins/caption/validation``, Opus-coded)."""
+        from edgeaudio.events.editions import LATEST_EDITION, builtin_dir, is_built
+        from edgeaudio.plugins.caption.clip_sets import shipped_clips
+
+        edition = self.config.get("library_edition") or LATEST_EDITION
+        shipped = None if is_built(builtin_dir(edition)) else shipped_clips(edition)
+        if shipped is not None:
+            return shipped
         from edgeaudio.plugins.caption.data import synthesize_set
         from edgeaudio.plugins.caption.train import open_library
 
-        library = open_library(held_out=True, edition=self.config.get("library_edition"))
-        return synthesize_set(library, VALIDATION_CLIPS, VALIDATION_SEED)
+        library = open_library(held_out=True, edition=edition)
+        return EvalSet(synthesize_set(library, VALIDATION_CLIPS, VALIDATION_SEED),
+                       f"{VALIDATION_CLIPS} clips composed from event library edition {edition}'s held-out clips")
 
-    def calibration_data(self, count: int = 16) -> Iterable[dict[str, dict[str, np.ndarray]]]:
-        """Encoder inputs from validation clips, and the decoder-step feeds a greedy search on
-        them produces (real tokens, positions, memories and caches), from the torch model."""
+    def read_dataset(self, path: Path) -> EvalSet:
+        """A folder of clips with Clotho-style captions (layout in ``clip_sets``)."""
+        from edgeaudio.plugins.caption.clip_sets import read_captioned
+
+        return read_captioned(path)
+
+    def calibration_data(self, count: int = 16, dataset=None) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """Encoder inputs from ``dataset``'s clips (default: the validation clips), and the
+        decoder-step feeds a greedy search on them produces (real tokens, positions, memories and
+        caches), from the torch model."""
         from edgeaudio.plugins.caption.model import DecoderStepGraph, EncoderGraph
         from edgeaudio.runtime import Runner
 
@@ -217,7 +235,7 @@ class CaptionTask(Task):
             def graph(self, name):
                 return _TorchGraph(graphs[name], name, recorded)
 
-        for clip in self.validation_set()[:count]:
+        for clip in (self.validation_set() if dataset is None else dataset)[:count]:
             self.process(Recording(), clip.audio[None])
         return recorded
 
@@ -269,16 +287,28 @@ class CaptionTask(Task):
         by ``tag_guidance`` and the class's one-word keywords raised by ``tag_word_bonus``."""
         from edgeaudio.plugins.shared.captions import EVENT_KEYWORDS
         from edgeaudio.plugins.caption.metrics import mentioned_classes
+        from edgeaudio.plugins.caption.tokenizer import normalize
 
         likely, vocab = set(self._likely(probs)), self.vocabulary
         if not likely:
             return None
         penalty, bonus = float(self.config["tag_guidance"]), float(self.config.get("tag_word_bonus", 0.0))
         keywords = {tag: [vocab.index[k] for k in EVENT_KEYWORDS.get(tag, []) if k in vocab.index] for tag in likely}
+        # A word that is in no keyword phrase cannot change which classes a caption names, so a
+        # hypothesis that appends one inherits its parent's answer (the search asks for every
+        # hypothesis at every step; words of vocabularies are normalized already).
+        phrase_words = {word for phrases in EVENT_KEYWORDS.values() for phrase in phrases for word in normalize(phrase)}
+        unnamed_by_history: dict[tuple[int, ...], frozenset] = {}
         biases: dict[frozenset, np.ndarray] = {}
 
         def guide(history: list[int]) -> np.ndarray:
-            unnamed = frozenset(likely - mentioned_classes(vocab.decode(history), EVENT_KEYWORDS))
+            key = tuple(history)
+            unnamed = unnamed_by_history.get(key)
+            if unnamed is None and key and vocab.words[key[-1]] not in phrase_words:
+                unnamed = unnamed_by_history.get(key[:-1])
+            if unnamed is None:
+                unnamed = frozenset(likely - mentioned_classes(vocab.decode(history), EVENT_KEYWORDS))
+            unnamed_by_history[key] = unnamed
             if unnamed not in biases:
                 bias = np.zeros(len(vocab.words))
                 bias[vocab.eos] -= penalty * len(unnamed)

@@ -7,16 +7,15 @@ half, build the vocabulary from the training captions, compute the log-mel featu
 front end has no weights, so recomputing them every epoch would only burn CPU), and train the
 encoder and decoder under :func:`edgeaudio.training.fit` with teacher forcing, a fresh reference
 caption drawn per clip and epoch, and SpecAugment-style masks. The best epoch by held-out CIDEr-D
-is written as ``caption.safetensors`` with ``caption.vocab.json`` and a ``caption.json`` sidecar
-(command, seed, data, config, metrics). Running the same command again resumes.
+is written into the run folder (:class:`edgeaudio.training.TrainingRun`) as ``weights.safetensors``
+with a sidecar (command, data, config with the vocabulary and the event classes, metrics). Running
+the same command again resumes; under torchrun every process trains its share.
 
 ``captions_csv`` trains on real captioned audio instead (Clotho or AudioCaps layout).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -31,90 +30,99 @@ SLICE = 250  # training clips composed at once
 
 
 def train_caption(
-    task, out_dir: str | Path, options: CaptionTrainOptions, log: Callable[[str], None] = print
+    task, out_dir: str | Path, options: CaptionTrainOptions, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Train with ``options`` (those of ``edgeaudio train caption``) and write
-    ``caption.safetensors`` + vocab + sidecar under ``out_dir``; returns the sidecar.
+    """Train with ``options`` (those of ``edgeaudio train caption``) into the run folder
+    ``out_dir`` (see :class:`edgeaudio.training.TrainingRun`); returns the run's result.
     ``threads``: torch threads (1 is fastest on a machine shared with other jobs).
     ``stem``: the encoder's stem, ``conv2d`` or ``conv1d`` (default: the task config's).
     ``workers``: processes composing the training clips (the same clips as one process makes).
-    ``device``: where to train (``cpu``, ``cuda``, ``auto``); the clips are composed on the CPU."""
+    ``device``: where to train (``cpu``, ``cuda``, ``auto``); the clips are composed on the CPU.
+    The tagging head learns the event classes the training captions name; with captions that name
+    none, the model has no tagging head and reports no events. Under torchrun every process
+    composes the same clips (they depend on the seed alone) and trains on its share; rank 0 alone
+    scores and writes."""
     import torch
 
     from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.caption.data import synthesize_set
     from edgeaudio.plugins.caption.tokenizer import Vocabulary
-    from edgeaudio.training import TrainConfig, cosine_adamw, fit, seed_everything
+    from edgeaudio.training import TrainingRun, cosine_adamw, fit, load_weights, main_process_first, seed_everything
 
     o = options
-    if o.threads:
-        torch.set_num_threads(int(o.threads))
-    out = Path(out_dir)
-    if o.stem is not None:
-        task.config["stem"] = o.stem
-    command = dict(clips=o.clips, test_clips=o.test_clips, epochs=o.epochs, seed=o.seed, batch_size=o.batch_size, lr=o.lr,
-                   library=o.library, captions_csv=o.captions_csv, audio_dir=o.audio_dir, stem=o.stem,
-                   device=None if o.device == "cpu" else o.device)  # fmt: skip
-    if o.captions_csv:
-        command["captions_format"] = o.captions_format
-    frontend = _frontend(task)
-    if o.captions_csv:
-        train_set, test_set, data = _real_data(o.captions_csv, o.captions_format, o.audio_dir, o.test_clips, o.seed)
-        features, captions = _features(frontend, train_set), [clip.captions for clip in train_set]
-    else:
-        log(f"composing {o.clips} training clips (augmented) and {o.test_clips} held-out clips from the event library")
-        edition = training_edition(o.library)
-        if edition:
-            task.config["library_edition"] = edition
-        train_library = open_library(o.library, held_out=False)
-        features, captions = _compose(train_library, o.clips, o.seed, frontend, o.workers, o.progress)
-        test_set = synthesize_set(open_library(o.library, held_out=True), o.test_clips, o.seed + 1)
-        data = {"library": str(o.library or "builtin"), "library_edition": edition, "train_clips": o.clips, "test_clips": o.test_clips, "clip_seconds": 10.0,
-                "augment": "speed 0.8-1.25x, spectral tilt, SpecAugment masks",
-                "library_packages": library_packages(train_library.root)}  # fmt: skip
-    vocab = Vocabulary.build(c for refs in captions for c in refs)
-    task.config.update(vocab=vocab.words, seed=o.seed)
-    seed_everything(o.seed)
-    model = task.build_model()
-    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(vocab)} words")
-    test_features = _features(frontend, test_set)
-    dataset = CaptionDataset(features, captions, vocab, task.config["max_tokens"], task.config["tags"])
+    with TrainingRun(task, out_dir, o) as run:
+        say = (log or run.say) if run.main else (lambda line: None)
+        if o.captions_csv and not o.audio_dir:
+            raise UsageError("--captions-csv needs --audio-dir (where the clips are)")
+        if o.library and not Path(o.library).is_dir():
+            raise UsageError(f"--library {o.library} is not a folder", hint="give an event library folder (one folder per class)")
+        if o.threads:
+            torch.set_num_threads(int(o.threads))
+        if o.stem is not None:
+            task.config["stem"] = o.stem
+        frontend = _frontend(task)
+        if o.captions_csv:
+            train_set, test_set, data = _real_data(o.captions_csv, o.captions_format, o.audio_dir, o.test_clips, o.seed)
+            features, captions = _features(frontend, train_set), [clip.captions for clip in train_set]
+        else:
+            say(f"composing {o.clips} training clips (augmented) and {o.test_clips} held-out clips from the event library")
+            edition = training_edition(o.library)
+            task.config["library_edition"] = edition  # None: the user's own library
+            with main_process_first():  # rank 0 builds the built-in library on first use
+                train_library = open_library(o.library, held_out=False)
+            features, captions = _compose(train_library, o.clips, o.seed, frontend, o.workers, run.progress)
+            test_set = synthesize_set(open_library(o.library, held_out=True), o.test_clips, o.seed + 1)
+            data = {"library": str(o.library or "builtin"), "library_edition": edition, "train_clips": o.clips,
+                    "test_clips": o.test_clips, "clip_seconds": 10.0,
+                    "augment": "speed 0.8-1.25x, spectral tilt, SpecAugment masks",
+                    "library_packages": library_packages(train_library.root)}  # fmt: skip
+        vocab = Vocabulary.build(c for refs in captions for c in refs)
+        tags = _named_tags(captions, task.config["tags"])
+        if not tags:
+            say("the training captions name none of the event classes: the model gets no tagging head and reports no events")
+        task.config.update(vocab=vocab.words, seed=o.seed, tags=tags)
+        seed_everything(o.seed)
+        model = task.build_model()
+        say(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(vocab)} words, "
+            f"{len(tags)} event classes")
+        test_features = _features(frontend, test_set)
+        dataset = CaptionDataset(features, captions, vocab, task.config["max_tokens"], tags)
 
-    def loss_fn(net, batch):
-        feats, tokens, tags = batch
-        logits, tag_logits = net(_spec_augment(feats), tokens[:, :-1])
-        words = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=vocab.pad, label_smoothing=0.1
-        )
-        tagging = torch.nn.functional.binary_cross_entropy_with_logits(tag_logits, tags)
-        return words + tagging, {"words": words.detach(), "tagging": tagging.detach()}
+        def loss_fn(net, batch):
+            feats, tokens, targets = batch
+            logits, tag_logits = net(_spec_augment(feats), tokens[:, :-1])
+            words = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=vocab.pad, label_smoothing=0.1
+            )
+            if tag_logits is None:
+                return words, {"words": words.detach()}
+            tagging = torch.nn.functional.binary_cross_entropy_with_logits(tag_logits, targets)
+            return words + tagging, {"words": words.detach(), "tagging": tagging.detach()}
 
-    def val_fn(net):
-        captions = greedy_captions(net, test_features, vocab, task.config["max_tokens"])
-        return _scores(captions, test_set)
+        def val_fn(net):
+            return _scores(greedy_captions(net, test_features, vocab, task.config["max_tokens"]), test_set)
 
-    config = TrainConfig(out, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=0.01, seed=o.seed, grad_clip=1.0,
-                         best_metric="val_cider_d", best_mode="max", progress=o.progress, device=o.device)  # fmt: skip
-    factory, on_epoch_end = cosine_adamw(config.lr, o.epochs, floor=0.02, weight_decay=config.weight_decay, clipped=True)
-    result = fit(model, dataset, loss_fn, config, val_fn=val_fn, optimizer_factory=factory, on_epoch_end=on_epoch_end)
-    best = result.best_checkpoint or result.last_checkpoint
-    from edgeaudio.training.loop import load_weights
+        config = run.config(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=0.01, seed=o.seed,
+                            grad_clip=1.0, best_metric="val_cider_d", best_mode="max", device=o.device)
+        factory, on_epoch_end = cosine_adamw(config.lr, o.epochs, floor=0.02, weight_decay=config.weight_decay, clipped=True)
+        result = fit(model, dataset, loss_fn, config, val_fn=val_fn, optimizer_factory=factory, on_epoch_end=on_epoch_end)
+        if not run.main:
+            return run.finish(model, None)
+        load_weights(model, result.best_checkpoint or result.last_checkpoint)
+        model.eval()
+        metrics = val_fn(model)
+        say("held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        return run.finish(model, run.sidecar(task.config, result, data=data, metrics=metrics))
 
-    load_weights(model, best)
-    model.eval()
-    metrics = val_fn(model)
-    weights = out / "caption.safetensors"
-    shutil.copyfile(best, weights)
-    vocab.save(out / "caption.vocab.json")
-    sidecar = {
-        "command": "edgeaudio train caption " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in command.items() if v is not None),
-        "seed": o.seed, "data": data, "config": task.config, "held_out_metrics": metrics,
-        "epochs": len(result.history), "history": result.history,
-    }  # fmt: skip
-    (out / "caption.json").write_text(json.dumps(sidecar, indent=1) + "\n")
-    log("held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    log(f"wrote {weights}")
-    return sidecar
+
+def _named_tags(captions: list[list[str]], tags: list[str]) -> list[str]:
+    """The event classes (of ``tags``, in that order) that at least one training caption names:
+    a class no caption names would be a tagging head output that never saw a positive."""
+    from edgeaudio.plugins.caption.data import EVENT_KEYWORDS
+    from edgeaudio.plugins.caption.metrics import mentioned_classes
+
+    named = set().union(*(mentioned_classes(c, EVENT_KEYWORDS) for refs in captions for c in refs))
+    return [tag for tag in tags if tag in named]
 
 
 def _compose(library, clips: int, seed: int, frontend, workers: int, progress: bool):
@@ -134,7 +142,7 @@ def _compose(library, clips: int, seed: int, frontend, workers: int, progress: b
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = multiprocessing.get_context(method).Pool(workers, initializer=_one_thread) if workers > 1 else nullcontext()
     features, captions = [], []
-    with pool, tqdm(total=clips, desc="composing", unit="clip", disable=not progress) as bar:
+    with pool, tqdm(total=clips, desc="composing", unit="clip", disable=None if progress else True) as bar:
         for part_features, part_captions in (pool.imap if workers > 1 else map)(compose, slices):
             features.append(part_features)
             captions += part_captions
@@ -159,8 +167,6 @@ def _compose_slice(library, seed: int, frontend, piece: tuple[int, int]):
 def _real_data(captions_csv, captions_format, audio_dir, test_clips, seed):
     from edgeaudio.plugins.caption.data import load_captioned_files, read_audiocaps, read_clotho
 
-    if not audio_dir:
-        raise UsageError("--captions-csv needs --audio-dir (where the clips are)")
     readers = {"clotho": read_clotho, "audiocaps": read_audiocaps}
     if captions_format not in readers:
         raise UsageError(f"unknown captions format '{captions_format}'", hint="use clotho or audiocaps")

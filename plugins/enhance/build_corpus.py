@@ -111,7 +111,9 @@ def build(out: Path, install: bool = False, ship: bool = False, progress: bool =
     versions = {p: _installed_version(p) for p in PACKAGES}
     missing = [p for p, v in versions.items() if not v]
     if missing:
-        raise UsageError(f"missing Debian packages: {' '.join(missing)}", hint="rerun with --install (as root)")
+        raise UsageError(f"missing Debian packages: {' '.join(missing)}",
+                         hint="python -m edgeaudio.plugins.enhance.build_corpus --install (as root) installs them "
+                              "and builds the corpus; then train again")
     if out.exists() and any(out.iterdir()) and not (out / "CORPUS.json").is_file():
         raise UsageError(f"{out} is not empty and holds no previous corpus", hint="pick an empty folder")
     final, out = out, out.parent / f".{out.name}.partial"  # an interrupted build never looks finished
@@ -152,12 +154,12 @@ def build(out: Path, install: bool = False, ship: bool = False, progress: bool =
 def _write_voice(out: Path, voice: Voice, progress: bool) -> dict:
     import glob
 
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     files = sorted(glob.glob(voice.files, recursive=True))
     folder = out / "speech" / voice.split / voice.name
     folder.mkdir(parents=True, exist_ok=True)
     seconds, kept = 0.0, 0
-    for path in tqdm(files, desc=voice.name, unit="file", disable=not progress, leave=False):
+    for path in tqdm(files, desc=voice.name, unit="file", disable=None if progress else True, leave=False):
         audio = _decode(Path(path))
         audio = trim_and_level(audio) if len(audio) else None
         if audio is None:
@@ -176,7 +178,7 @@ def _decode(path: Path) -> np.ndarray:
     """
     if path.suffix != ".g722":
         return read_mono(path)
-    av = require("av", "enhance")
+    av = require("av")
     with av.open(str(path), format="g722") as container:
         frames = [frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)]
         rate = container.streams.audio[0].rate
@@ -210,7 +212,7 @@ def trim_and_level(audio: np.ndarray) -> np.ndarray | None:
 
 def _write_espeak(out: Path, progress: bool) -> dict:
     """Sentences of the GPL text in English voice variants at random rate and pitch (train only)."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     text = Path("/usr/share/common-licenses/GPL-3").read_text()
     sentences = [s.strip() for s in re.split(r"(?<=[.;:])\s+", re.sub(r"\s+", " ", text))]
     sentences = [s for s in sentences if 5 <= len(s.split()) <= 25]
@@ -220,7 +222,7 @@ def _write_espeak(out: Path, progress: bool) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     seconds = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        for i, sentence in enumerate(tqdm(chosen, desc="espeak-ng", unit="sentence", disable=not progress, leave=False)):
+        for i, sentence in enumerate(tqdm(chosen, desc="espeak-ng", unit="sentence", disable=None if progress else True, leave=False)):
             voice = f"{ESPEAK_LANGUAGES[i % len(ESPEAK_LANGUAGES)]}+{ESPEAK_VARIANTS[rng.integers(len(ESPEAK_VARIANTS))]}"
             wav = Path(tmp) / "s.wav"
             rate, pitch = str(rng.integers(130, 200)), str(rng.integers(25, 75))
@@ -243,7 +245,7 @@ def _write_noise(out: Path, install: bool, progress: bool) -> dict:
     from edgeaudio.events import EventLibrary
     from edgeaudio.events.build_library import ensure_builtin
 
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     root = ensure_builtin(install=install, progress=progress, edition=NOISE_EDITION)
     library = EventLibrary.from_folder(root, sample_rate=SAMPLE_RATE)
     sources = {c["file"]: c for c in json.loads((root / "SOURCES.json").read_text())["clips"]}
@@ -263,8 +265,8 @@ def _write_noise(out: Path, install: bool, progress: bool) -> dict:
 
 def _write_rooms(folder: Path, count: int, seed: int) -> dict:
     """Single-mic shoebox responses (RT60 0.2-0.8 s), starting at the direct sound, peak 1."""
-    pra = require("pyroomacoustics", "synth")
-    sf = require("soundfile", "mic")
+    pra = require("pyroomacoustics")
+    sf = require("soundfile")
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     described = []

@@ -42,7 +42,7 @@ def read_mono(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A file as float32 mono samples at ``sample_rate`` (channels averaged, soxr resampling)."""
     from edgeaudio.audio.files import resample
 
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return resample(data.mean(axis=1)[None, :], rate, sample_rate)[0]
 
@@ -261,18 +261,30 @@ def read_pairs(root: str | Path, limit: int | None = None) -> list[Pair]:
         )
     if not noisy:
         raise UsageError(f"{noisy_dir} holds no audio files")
-    pairs = []
-    for name in sorted(noisy)[:limit]:
-        n, c = read_mono(noisy[name]), read_mono(clean[name])
-        if len(n) != len(c):
-            raise UsageError(f"{name}: noisy has {len(n)} samples, clean {len(c)}", hint="pairs must be sample-aligned")
-        pairs.append(Pair(name, n, c))
-    return pairs
+    names = sorted(noisy)[:limit]
+    for name in names:  # every header first: a bad pair fails before any audio is read
+        _check_pair(noisy[name], clean[name])
+    return [Pair(name, read_mono(noisy[name]), read_mono(clean[name])) for name in names]
+
+
+def _check_pair(noisy: Path, clean: Path) -> None:
+    """A pair must be sample-aligned (same rate and length) and at least 16 kHz (the model's rate)."""
+    sf = require("soundfile")
+    try:
+        n, c = sf.info(str(noisy)), sf.info(str(clean))
+    except RuntimeError as exc:
+        raise UsageError(f"{noisy.stem}: not a readable audio pair ({exc})") from exc
+    if (n.samplerate, n.frames) != (c.samplerate, c.frames):
+        raise UsageError(f"{noisy} ({n.frames} samples at {n.samplerate} Hz) and {clean} ({c.frames} at {c.samplerate} Hz) "
+                         "do not line up", hint="pairs must be sample-aligned: the same rate and length")
+    if n.samplerate < SAMPLE_RATE:
+        raise UsageError(f"{noisy} is {n.samplerate} Hz, below the model's {SAMPLE_RATE} Hz",
+                         hint="give wideband recordings (16 kHz or more)")
 
 
 def write_pairs(root: str | Path, mixtures: list[Mixture], names: list[str] | None = None) -> Path:
     """Write mixtures in the paired layout (16-bit WAV) with ``mixtures.json`` describing each."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     root = Path(root)
     names = names or [f"{i:04d}" for i in range(len(mixtures))]
     for side in ("noisy", "clean"):

@@ -51,7 +51,7 @@ def snr_db(noisy: np.ndarray, clean: np.ndarray) -> float:
 
 def pesq_wb(estimate: np.ndarray, reference: np.ndarray) -> float:
     """Wide-band PESQ (ITU-T P.862.2) at 16 kHz; NaN when PESQ finds no speech in the reference."""
-    pesq = require("pesq", "enhance")
+    pesq = require("pesq")
     if not np.any(reference) or not np.any(estimate):
         return math.nan  # PESQ divides by the peak; silence has none
     try:
@@ -61,7 +61,7 @@ def pesq_wb(estimate: np.ndarray, reference: np.ndarray) -> float:
 
 
 def stoi(estimate: np.ndarray, reference: np.ndarray) -> float:
-    pystoi = require("pystoi", "enhance")
+    pystoi = require("pystoi")
     return float(pystoi.stoi(_as_float(reference), _as_float(estimate), SAMPLE_RATE, extended=False))
 
 
@@ -71,8 +71,8 @@ def _as_float(x: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _dnsmos_session():
-    ort = require("onnxruntime", "onnxruntime")
-    speechmos = require("speechmos", "enhance")
+    ort = require("onnxruntime")
+    speechmos = require("speechmos")
     model = Path(speechmos.__file__).parent / "dnsmos_models" / "sig_bak_ovr.onnx"
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from edgeaudio.errors import AudioInputError
-from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import EvalSet, Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 VALIDATION_DIR = Path(__file__).parent / "validation"
@@ -115,15 +115,23 @@ class EnhanceTask(Task):
         ]
 
     # -- data and metrics ------------------------------------------------------------------------
-    def validation_set(self):
+    def validation_set(self) -> EvalSet:
         """The shipped held-out pairs (16 x 3 s, voices and noises never trained on)."""
         from edgeaudio.plugins.enhance.data import read_pairs
 
-        return read_pairs(VALIDATION_DIR)
+        return EvalSet(read_pairs(VALIDATION_DIR), "the shipped validation pairs (plugins/enhance/validation)")
 
-    def calibration_data(self, count: int = 32) -> Iterable[dict[str, dict[str, np.ndarray]]]:
-        """Noisy validation clips from zero state, as the graph sees a stream start."""
-        pairs = self.validation_set()
+    def read_dataset(self, path: Path) -> EvalSet:
+        """A folder of noisy/ and clean/ recordings matched by file name (``data.read_pairs``)."""
+        from edgeaudio.plugins.enhance.data import read_pairs
+
+        pairs = read_pairs(path)
+        return EvalSet(pairs, f"{path} ({len(pairs)} noisy/clean pairs)")
+
+    def calibration_data(self, count: int = 32, dataset=None) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """Noisy clips of ``dataset`` (default: the validation pairs) from zero state, as the graph
+        sees a stream start."""
+        pairs = self.validation_set() if dataset is None else dataset
         layers, hidden = self.config["gru_layers"], self.config["gru_hidden"]
         zeros = {"tail": np.zeros((1, 1, DELAY), np.float32), "cache": np.zeros((1, BINS, 2), np.float32),
                  "hidden": np.zeros((layers, 1, hidden), np.float32), "ola": np.zeros((1, 1, HOP), np.float32)}
@@ -150,14 +158,15 @@ class EnhanceTask(Task):
         return super().prepare_audio(audio, sample_rate)
 
     def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0) -> dict[str, Any]:
-        """Raw output -> ``{"start_sample", "sample_rate", "audio"}`` aligned with the input.
+        """Raw output -> ``{"start_sample", "sample_rate", "audio" [samples] float32}`` aligned
+        with the input (JSON sinks write the audio as a list).
 
         ``start_frame`` counts raw output samples; the first ``DELAY`` of a stream come before
         any input and are dropped, so ``start_sample`` is the input sample the audio starts at.
         """
         audio = np.asarray(outputs["enhanced"])[0, 0]
         drop = min(max(DELAY - start_frame, 0), len(audio))
-        return {"start_sample": start_frame + drop - DELAY, "sample_rate": self.sample_rate, "audio": audio[drop:].tolist()}
+        return {"start_sample": start_frame + drop - DELAY, "sample_rate": self.sample_rate, "audio": audio[drop:]}
 
     def results_to_audio(self, results: Any) -> np.ndarray:
         """[samples]: the audio of one decoded result or of a list of them, in order."""

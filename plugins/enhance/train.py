@@ -4,14 +4,14 @@ The recipe: fresh 4 s mixtures every epoch from the corpus's training split (or 
 a paired noisy/clean folder with ``--pairs``), a loss on the output waveform that the graph
 actually produces (power-compressed complex spectra as in GTCRN, plus SI-SDR), AdamW with a
 cosine learning-rate decay, under :func:`edgeaudio.training.fit` (seeded, checkpointed,
-resumable). The result is ``enhance.safetensors`` with a JSON sidecar that records the command,
-seed, data and the held-out metrics (overall and per input-SNR bucket).
+resumable, data parallel under torchrun). The result is the run folder
+(:class:`edgeaudio.training.TrainingRun`): ``weights.safetensors`` with a sidecar that records the
+command, data and the held-out metrics (overall, and per input-SNR bucket in its details).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,10 +25,10 @@ SI_SDR_WEIGHT = 0.5  # per dB: the waveform term the acceptance metric judges, a
 
 
 def train_enhance(
-    task, out_dir: str | Path, options: EnhanceTrainOptions, log: Callable[[str], None] = print
+    task, out_dir: str | Path, options: EnhanceTrainOptions, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Train the enhancer with ``options`` (those of ``edgeaudio train enhance``); returns the
-    sidecar written next to the final weights.
+    """Train the enhancer with ``options`` (those of ``edgeaudio train enhance``) into the run
+    folder ``out_dir`` (see :class:`edgeaudio.training.TrainingRun`); returns the run's result.
 
     ``items``: mixtures per epoch. ``corpus``: a built corpus (default: the cache's, built on
     first use). ``pairs``: train on a paired noisy/clean folder instead. ``test_pairs``: the
@@ -37,6 +37,8 @@ def train_enhance(
     threads (1 leaves the other cores to the machine's other work). ``test_clips``: score only the
     first N held-out test clips. ``init``: weights to fine-tune from (a .safetensors, or
     ``default`` for the shipped ones). ``ship``: also copy the weights into the package as the default.
+    Under torchrun rank 0 builds the corpus while the others wait, every rank trains on its share
+    of each epoch's mixtures, and rank 0 alone scores and writes.
     """
     import torch
 
@@ -44,74 +46,52 @@ def train_enhance(
     from edgeaudio.plugins.enhance.data import MixtureDataset, PairCrops, Pools, read_pairs
     from edgeaudio.plugins.enhance.model import parameter_count
     from edgeaudio.plugins.enhance.task import VALIDATION_DIR
-    from edgeaudio.training import load_init
+    from edgeaudio.training import TrainingRun, load_init, main_process_first
 
     o = options
-    torch.set_num_threads(int(o.threads))
-    out = Path(out_dir)
-    command = _command(out, epochs=o.epochs, items=o.items, seconds=o.seconds, batch_size=o.batch_size, lr=o.lr,
-                       seed=o.seed, corpus=o.corpus, pairs=o.pairs, test_pairs=o.test_pairs, threads=o.threads,
-                       test_clips=o.test_clips, init=o.init, ship=o.ship or None)
-    started = time.perf_counter()
-    corpus_dir = Path(o.corpus) if o.corpus else default_corpus()
-    if o.pairs:
-        dataset = PairCrops(read_pairs(o.pairs), o.items, o.seconds)
-        data_info = {"source": str(o.pairs), "pairs": len(dataset.pairs)}
-        test_dir = Path(o.test_pairs) if o.test_pairs else VALIDATION_DIR
-    else:
-        _ensure_corpus(corpus_dir, explicit=o.corpus is not None, log=log)
-        dataset = MixtureDataset(Pools.load(corpus_dir, "train"), o.items, o.seconds)
-        data_info = _corpus_info(corpus_dir)
-        test_dir = Path(o.test_pairs) if o.test_pairs else corpus_dir / "test"
-    model = task.build_model()
-    start = load_init(model, o.init, task.default_checkpoint()) if o.init else None
-    if start:
-        log(f"initialised from {start['path']}")
-    log(f"training {parameter_count(model):,} parameters on {o.items} fresh {o.seconds:g} s mixtures per epoch "
-        f"for {o.epochs} epochs")
-    history = _fit(model, dataset, VALIDATION_DIR, out / "checkpoints", o.epochs, o.batch_size, o.lr, o.seed, o.progress)
-    log(f"scoring the held-out pairs in {test_dir} (SI-SDR, PESQ, STOI, DNSMOS)")
-    metrics = heldout_metrics(model, test_dir, limit=o.test_clips, progress=o.progress)
-    sidecar = {
-        "task": task.name,
-        "version": task.version,
-        "config": task.config,
-        "parameters": parameter_count(model),
-        "command": command,
-        "seed": o.seed,
-        "init": start,
-        "data": data_info,
-        "training": {"epochs": o.epochs, "items_per_epoch": o.items, "seconds_per_item": o.seconds,
-                     "batch_size": o.batch_size, "lr": o.lr, "threads": o.threads,
-                     "wall_seconds": round(time.perf_counter() - started, 1), "history": history},
-        "metrics": {"heldout": metrics},
-    }
-    from edgeaudio.training import save_weights
+    with TrainingRun(task, out_dir, o) as run:
+        say = (log or run.say) if run.main else (lambda line: None)
+        torch.set_num_threads(int(o.threads))
+        corpus_dir = Path(o.corpus) if o.corpus else default_corpus()
+        for folder, flag in ((o.pairs, "--pairs"), (o.test_pairs, "--test-pairs")):
+            if folder and not Path(folder).is_dir():
+                raise UsageError(f"{flag} {folder} is not a folder", hint="give a paired folder with noisy/ and clean/")
+        if o.pairs:
+            dataset = PairCrops(read_pairs(o.pairs), o.items, o.seconds)
+            data_info = {"source": str(o.pairs), "pairs": len(dataset.pairs)}
+            test_dir = Path(o.test_pairs) if o.test_pairs else VALIDATION_DIR
+        else:
+            with main_process_first():
+                _ensure_corpus(corpus_dir, explicit=o.corpus is not None, log=say)
+            dataset = MixtureDataset(Pools.load(corpus_dir, "train"), o.items, o.seconds)
+            data_info = _corpus_info(corpus_dir)
+            test_dir = Path(o.test_pairs) if o.test_pairs else corpus_dir / "test"
+        model = task.build_model()
+        start = load_init(model, o.init, task.default_checkpoint()) if o.init else None
+        if start:
+            say(f"initialised from {start['path']}")
+        say(f"training {parameter_count(model):,} parameters on {o.items} fresh {o.seconds:g} s mixtures per epoch "
+            f"for {o.epochs} epochs")
+        result = _fit(run, model, dataset, VALIDATION_DIR, o)
+        if not run.main:
+            return run.finish(model, None)
+        say(f"scoring the held-out pairs in {test_dir} (SI-SDR, PESQ, STOI, DNSMOS)")
+        heldout = heldout_metrics(model, test_dir, limit=o.test_clips, progress=run.progress)
+        overall = heldout["overall"]
+        data_info = {**data_info, "test_pairs": str(test_dir), "items_per_epoch": o.items, "seconds_per_item": o.seconds}
+        sidecar = run.sidecar(task.config, result, data=data_info, metrics=overall, init=start,
+                              details={"heldout": heldout, "parameters": parameter_count(model)})
+        say(f"held-out: SI-SDR {overall['si_sdr']:.2f} dB ({overall['si_sdr_i']:+.2f}), PESQ {overall['pesq']:.2f}, "
+            f"STOI {overall['stoi']:.3f}, DNSMOS OVRL {overall['dnsmos_ovrl']:.2f}")
+        done = run.finish(model, sidecar)
+        if o.ship:
+            from edgeaudio.plugins.enhance.task import WEIGHTS_DIR
 
-    weights = out / "enhance.safetensors"
-    save_weights(model, weights)
-    weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
-    overall = metrics["overall"]
-    log(f"held-out: SI-SDR {overall['si_sdr']:.2f} dB (+{overall['si_sdr_i']:.2f}), PESQ {overall['pesq']:.2f}, "
-        f"STOI {overall['stoi']:.3f}, DNSMOS OVRL {overall['dnsmos_ovrl']:.2f}")
-    if o.ship:
-        from edgeaudio.plugins.enhance.task import WEIGHTS_DIR
-
-        WEIGHTS_DIR.mkdir(exist_ok=True)
-        (WEIGHTS_DIR / weights.name).write_bytes(weights.read_bytes())
-        (WEIGHTS_DIR / "enhance.json").write_text(weights.with_suffix(".json").read_text())
-        log(f"shipped as the default weights in {WEIGHTS_DIR}")
-    log(f"weights: {weights}")
-    return sidecar
-
-
-def _command(out: Path, **options: Any) -> str:
-    parts = ["edgeaudio", "train", "enhance", "-o", str(out)]
-    for name, value in options.items():
-        if value is None:
-            continue
-        parts += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
-    return " ".join(parts)
+            WEIGHTS_DIR.mkdir(exist_ok=True)
+            (WEIGHTS_DIR / "enhance.safetensors").write_bytes(run.weights.read_bytes())
+            (WEIGHTS_DIR / "enhance.json").write_text(run.weights.with_suffix(".json").read_text())
+            say(f"shipped as the default weights in {WEIGHTS_DIR}")
+        return done
 
 
 def _ensure_corpus(corpus: Path, explicit: bool, log) -> None:
@@ -194,7 +174,8 @@ def enhance_clip(model, audio: np.ndarray) -> np.ndarray:
 
 
 def heldout_metrics(model, folder: Path, limit: int | None = None, full: bool = True, progress: bool = True) -> dict:
-    """Every metric on a paired folder (the corpus's held-out test set), overall and per bucket."""
+    """Every metric on a paired folder (the corpus's held-out test set), overall and per bucket; the
+    progress bar shows on a terminal only."""
     from tqdm import tqdm
 
     from edgeaudio.plugins.enhance.data import read_pairs
@@ -202,11 +183,11 @@ def heldout_metrics(model, folder: Path, limit: int | None = None, full: bool = 
 
     model.eval()
     rows = [score(enhance_clip(model, p.noisy), p.clean, p.noisy, full=full)
-            for p in tqdm(read_pairs(folder, limit), desc="held-out", unit="clip", disable=not progress, leave=False)]
+            for p in tqdm(read_pairs(folder, limit), desc="held-out", unit="clip", disable=None if progress else True, leave=False)]
     return summarize(rows)
 
 
-def _fit(model, dataset, validation: Path, checkpoints: Path, epochs, batch_size, lr, seed, progress):
+def _fit(run, model, dataset, validation: Path, o: EnhanceTrainOptions):
     """Train with the shared loop (cosine decay); SI-SDR on the shipped validation pairs is logged
     per epoch.
 
@@ -214,10 +195,10 @@ def _fit(model, dataset, validation: Path, checkpoints: Path, epochs, batch_size
     voices and must not steer training.
     """
     from edgeaudio.plugins.enhance.data import read_pairs
-    from edgeaudio.training import TrainConfig, cosine_adamw, fit
+    from edgeaudio.training import cosine_adamw, fit
 
     pairs = read_pairs(validation) if validation.is_dir() else []
-    make_optimizer, cosine_decay = cosine_adamw(lr, epochs, floor=0.01)
+    make_optimizer, cosine_decay = cosine_adamw(o.lr, o.epochs, floor=0.01)
 
     def loss_fn(net, batch):
         return enhancement_loss(net, *batch)
@@ -227,9 +208,8 @@ def _fit(model, dataset, validation: Path, checkpoints: Path, epochs, batch_size
 
         return {"si_sdr": float(np.mean([si_sdr(enhance_clip(net, p.noisy), p.clean) for p in pairs]))}
 
-    config = TrainConfig(checkpoints, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, grad_clip=5.0,
-                         progress=progress, log_every=10)
+    config = run.config(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, seed=o.seed, grad_clip=5.0, log_every=10)
     result = fit(model, dataset, loss_fn, config, val_fn=validate if pairs else None,
                  optimizer_factory=make_optimizer, on_epoch_end=cosine_decay)
     model.eval()
-    return result.history
+    return result

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from edgeaudio.audio.files import read_audio
 from edgeaudio.errors import UsageError
-from edgeaudio.plugins.seld.scenes.metadata import EventRow, read_csv
+from edgeaudio.plugins.seld.scenes.metadata import EventRow, read_csv, read_csv_lines
 
 from edgeaudio.plugins.seld.model import TRACKS
 
@@ -46,22 +46,77 @@ class Recording:
         return labels
 
 
+@dataclass
+class Pairs:
+    """The (audio, metadata) files of a folder, the class names its class column indexes, the
+    channels its audio must have (one per mic), and what the folder is, for messages."""
+
+    files: list[tuple[Path, Path]]
+    classes: list[str]
+    mics: int | None
+    kind: str
+
+
 def read_folder(folder: str | Path, sample_rate: int, split: str | None = None) -> tuple[list[Recording], list[str] | None]:
     """Recordings of a synthesized folder or a STARSS root, and the class names when the folder says.
 
     ``split`` picks STARSS split folders by prefix (``"dev-train"``); synthesized folders ignore it.
+    Every file is checked (:func:`check_pairs`) before any audio is loaded.
     """
+    pairs = list_pairs(folder, split)
+    check_pairs(pairs, sample_rate)
+    return [_read_pair(wav, csv, sample_rate) for wav, csv in pairs.files], pairs.classes
+
+
+def list_pairs(folder: str | Path, split: str | None = None) -> Pairs:
     root = Path(folder)
     if (root / "classes.json").is_file():
-        classes = json.loads((root / "classes.json").read_text())["classes"]
+        info = json.loads((root / "classes.json").read_text())
         wavs = sorted((root / "mic").glob("*.wav"))
         if not wavs:
             raise UsageError(f"{root}/mic holds no .wav scenes", hint="synthesize scenes into it first")
-        return [_read_pair(wav, root / "metadata" / f"{wav.stem}.csv", sample_rate) for wav in wavs], classes
-    from edgeaudio.plugins.seld.starss import STARSS23_CLASSES, StarssDataset
+        mics = len(info["mic_positions"]) if "mic_positions" in info else None
+        files = [(wav, root / "metadata" / f"{wav.stem}.csv") for wav in wavs]
+        return Pairs(files, list(info["classes"]), mics, f"the scenes synthesized in {root}")
+    from edgeaudio.plugins.seld.starss import MIC_CAPSULES_AZ_EL_DEG, STARSS23_CLASSES, StarssDataset
 
     starss = StarssDataset(root, "mic", [split] if split else None)
-    return [_read_pair(wav, csv, sample_rate) for wav, csv in starss.pairs], list(STARSS23_CLASSES)
+    return Pairs(starss.pairs, list(STARSS23_CLASSES), len(MIC_CAPSULES_AZ_EL_DEG), "STARSS MIC-format audio")
+
+
+def check_pairs(pairs: Pairs, sample_rate: int) -> None:
+    """Refuse, naming the file (and the line of a metadata row), audio whose channel count is not
+    the array's, audio recorded below the model's rate, and rows whose class index is not one of
+    the folder's classes, whose angles are out of range, or that lie past the end of the audio.
+    Only headers and CSVs are read, so a bad file anywhere (the test split too) fails at once."""
+    import soundfile as sf
+
+    n_classes = len(pairs.classes)
+    for wav, csv_path in pairs.files:
+        try:
+            info = sf.info(str(wav))
+        except RuntimeError as exc:
+            raise UsageError(f"{wav} is not a readable audio file ({exc})") from exc
+        if pairs.mics is not None and info.channels != pairs.mics:
+            raise UsageError(
+                f"{wav} has {info.channels} channel(s), but {pairs.kind} has {pairs.mics}, one per microphone",
+                hint="every recording must come from the same array, all of its channels in its order "
+                     "(STARSS: the mic_dev files, not foa_dev or a mixed-down copy)")
+        if info.samplerate < sample_rate:
+            raise UsageError(f"{wav} is {info.samplerate} Hz, below the model's {sample_rate} Hz",
+                             hint="use the recordings at their original rate (STARSS: 24 kHz)")
+        frames = math.ceil(info.frames / info.samplerate / 0.1)
+        for line, row in read_csv_lines(csv_path):
+            problem = None
+            if not 0 <= row.class_index < n_classes:
+                problem = f"class {row.class_index} is not one of the {n_classes} classes (0-{n_classes - 1})"
+            elif not -180 <= row.azimuth <= 180 or not -90 <= row.elevation <= 90:
+                problem = f"direction ({row.azimuth}, {row.elevation}) is outside azimuth -180..180, elevation -90..90"
+            elif not 0 <= row.frame <= frames:
+                problem = f"frame {row.frame} lies outside the {info.frames / info.samplerate:.1f} s of {wav.name} ({frames} frames)"
+            if problem:
+                raise UsageError(f"{csv_path} line {line}: {problem}",
+                                 hint=f"rows are frame,class,source,azimuth,elevation; classes: {', '.join(pairs.classes)}")
 
 
 def _read_pair(wav: Path, csv: Path, sample_rate: int) -> Recording:

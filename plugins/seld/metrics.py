@@ -2,7 +2,9 @@
 
 Written from the published definitions (Mesaros et al. 2019, "Joint measurement of localization and
 detection of sound events"; Politis et al. 2020, "Overview and evaluation of sound event localization
-and detection in DCASE 2019"; the DCASE 2022/23 task 3 pages), not from the challenge's code.
+and detection in DCASE 2019"; the DCASE 2022/23 task 3 pages), not from the challenge's code; where
+the two differ, the challenge's reference code decides (unmatched tracks, step 4), so the scores
+printed here are the ones the field compares (tests/test_seld_metrics.py pins them).
 
 Label set: ``dict[frame] -> list[(class_index, azimuth_deg, elevation_deg[, track_id])]`` with 100 ms
 frames. Azimuth is counter-clockwise from +x (90 = left, +y), elevation up from the xy-plane. Several
@@ -19,11 +21,12 @@ How a prediction is scored (segment-based, the DCASE 2022/23 default):
    when given, else by list order), so the matched tracks never outnumber ``n_ref``. Each matched
    reference track gets the mean distance over the frames it was matched in.
 4. A matched track is a TP when that mean is <= ``doa_threshold`` (20 deg), else a spatial false
-   positive (``FP_spatial``). Reference tracks left unmatched are false negatives (``FN``); predicted
-   instances beyond the matched tracks are false positives (``FP``). Where the class is in both but
-   never in the same frame, this gives FN = n_ref and FP = n_pred (the challenge script books n_pred
-   as FN there, which we take for a slip: its own comments call that case reference and prediction in
-   different frames).
+   positive (``FP_spatial``). Unmatched tracks are booked as the challenge's reference code books
+   them (seld-dcase2023 ``SELD_evaluation_metrics.py``), so printed scores equal the field's: only
+   the difference of the counts, ``n_pred - n_ref`` extra predictions as false positives (``FP``)
+   or ``n_ref - n_pred`` missing ones as false negatives (``FN``); a reference track and a
+   prediction that never share a frame cost nothing beyond that. Where the class is in both but
+   never in the same frame, the reference code books ``n_pred`` as FN (and no FP), and so do we.
 5. Per block, with FP + FP_spatial false positives and FN misses over all classes: substitutions
    ``S = min(FP, FN)``, deletions ``D = max(0, FN - FP)``, insertions ``I = max(0, FP - FN)``, so a
    mislocalised detection is one insertion, as in DCASE.
@@ -56,12 +59,12 @@ Conventions where the definitions say nothing:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse.csgraph import connected_components
 
 from edgeaudio.errors import UsageError
 
@@ -113,25 +116,59 @@ def accdoa_to_labels(accdoa, num_classes: int, tracks: int = 3, threshold: float
             f"multi-ACCDOA output has shape {out.shape}, expected [frames, {expected}] "
             f"({tracks} tracks x 3 axes x {num_classes} classes)"
         )
-    vectors = out.reshape(len(out), tracks, 3, num_classes).transpose(0, 3, 1, 2)  # frame, class, track, xyz
-    active = np.linalg.norm(vectors, axis=-1) > threshold
+    vectors = out.reshape(len(out), tracks, 3, num_classes)  # frame, track, xyz, class
+    active = np.sqrt((vectors * vectors).sum(axis=2)) > threshold  # np.linalg.norm's arithmetic, without its overhead
+    frames, classes, track_ids = np.nonzero(active.transpose(0, 2, 1))  # by frame, then class, then track
+    if not len(frames):
+        return {}
+    # The few active vectors in plain floats: a frame's decoding must not cost numpy's per-call
+    # overhead many times over (a stream decodes one 100 ms frame per graph call).
+    rows = vectors[frames, track_ids, :, classes].tolist()
+    keys = list(zip(frames.tolist(), classes.tolist()))
+    track_ids = track_ids.tolist()
     labels: LabelSet = {}
-    for frame in np.flatnonzero(active.any(axis=(1, 2))):
-        events = []
-        for cls in np.flatnonzero(active[frame].any(axis=-1)):
-            track_ids = np.flatnonzero(active[frame, cls])
-            for group in _close_groups(vectors[frame, cls, track_ids], merge_deg):
-                az, el = _vector_to_az_el(vectors[frame, cls, track_ids[group]].mean(axis=0))
-                events.append((int(cls), float(az), float(el), int(track_ids[group[0]])))
-        labels[int(frame)] = events
+    start = 0
+    while start < len(keys):
+        end = start + 1
+        while end < len(keys) and keys[end] == keys[start]:
+            end += 1
+        frame, cls = keys[start]
+        found = dict(zip(track_ids[start:end], rows[start:end]))
+        for group in _close_groups(list(found), found, merge_deg) if end - start > 1 else [list(found)]:
+            x, y, z = found[group[0]]
+            for track in group[1:]:  # the group's mean, summed in numpy's order
+                x, y, z = x + found[track][0], y + found[track][1], z + found[track][2]
+            if len(group) > 1:
+                x, y, z = x / len(group), y / len(group), z / len(group)
+            az, el = math.degrees(math.atan2(y, x)), math.degrees(math.atan2(z, math.hypot(x, y)))
+            labels.setdefault(frame, []).append((cls, az, el, group[0]))
+        start = end
     return labels
 
 
-def _close_groups(vectors: np.ndarray, merge_deg: float) -> list[np.ndarray]:
-    """Indices of vectors grouped by single linkage on angles below ``merge_deg``, in index order."""
-    close = _angle_between(vectors[:, None], vectors[None, :]) < merge_deg
-    count, group_of = connected_components(close, directed=False)
-    return [np.flatnonzero(group_of == group) for group in range(count)]
+def _close_groups(members: list[int], rows: Mapping[int, list[float]], merge_deg: float) -> list[list[int]]:
+    """``members`` (track indices into ``rows``, xyz vectors) grouped by single linkage on angles
+    below ``merge_deg``: connected components, ordered by their lowest member, each in index
+    order. At most three tracks: plain floats beat numpy's per-call cost here."""
+    groups: list[list[int]] = []
+    left = list(members)
+    while left:
+        group = [left.pop(0)]
+        todo = list(group)
+        while todo:
+            i = todo.pop()
+            for j in [j for j in left if _degrees_between(rows[i], rows[j]) < merge_deg]:
+                left.remove(j)
+                group.append(j)
+                todo.append(j)
+        groups.append(sorted(group))
+    return groups
+
+
+def _degrees_between(u: list[float], v: list[float]) -> float:
+    """``_angle_between`` of two xyz vectors in plain floats (atan2 of |u x v| and u . v)."""
+    cross = math.sqrt((u[1] * v[2] - u[2] * v[1]) ** 2 + (u[2] * v[0] - u[0] * v[2]) ** 2 + (u[0] * v[1] - u[1] * v[0]) ** 2)
+    return math.degrees(math.atan2(cross, u[0] * v[0] + u[1] * v[1] + u[2] * v[2]))
 
 
 @dataclass
@@ -277,18 +314,18 @@ def _compare_class(ref: dict, pred: dict, doa_threshold: float) -> _ClassBlock:
     n_pred = max((len(v) for v in pred.values()), default=0)
     track_means = [np.mean(d) for d in _matched_track_distances(ref, pred).values()]
     tp = sum(1 for d in track_means if d <= doa_threshold)
-    return _ClassBlock(
-        n_ref=n_ref,
-        tp=tp,
-        fp_spatial=len(track_means) - tp,
-        fp=max(0, n_pred - len(track_means)),
-        fn=n_ref - len(track_means),
-        distance_sum=float(sum(track_means)),
-    )
+    if ref and pred and not track_means:  # never in the same frame: the reference code's booking
+        fp, fn = 0, n_pred
+    else:
+        fp, fn = max(0, n_pred - n_ref), max(0, n_ref - n_pred)
+    return _ClassBlock(n_ref=n_ref, tp=tp, fp_spatial=len(track_means) - tp, fp=fp, fn=fn,
+                       distance_sum=float(sum(track_means)))
 
 
 def _matched_track_distances(ref: dict, pred: dict) -> dict[int, list[float]]:
     """Per reference track rank, the distances of its Hungarian matches in the frames shared with pred."""
+    from scipy.optimize import linear_sum_assignment  # scoring only: decoding (the run path) never imports scipy
+
     distances = defaultdict(list)
     for frame in ref.keys() & pred.keys():
         r, p = np.asarray(ref[frame]), np.asarray(pred[frame])

@@ -134,7 +134,7 @@ def _restricted(library: EventLibrary, classes: list[str] | None, notes: list[st
 
 def _write_procedural_library(root: Path, rate: int, clips_per_class: int = 3) -> None:
     """Four classes of synthetic events that differ in spectrum and envelope, a few clips each."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     rng = np.random.default_rng(0)
     makers: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
         "chirp": lambda t, k: np.sin(2 * np.pi * (300 + 1500 * k) * t * (1 + t)),

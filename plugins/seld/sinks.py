@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from edgeaudio.errors import UsageError, require
 from edgeaudio.live.sinks import ResultFormat, Sink, SinkOption, TextLinesSink, result_items
+from edgeaudio.staging import PendingFile
 from edgeaudio.task import ResultKind, Task
 
 
@@ -45,8 +46,14 @@ class AzimuthPlotSink(Sink):
 
     def __init__(self, path: str | Path, task: Task):
         self.classes = _event_classes(task, "--plot")
-        require("matplotlib", "plot")
+        require("matplotlib")
+        from matplotlib.backend_bases import FigureCanvasBase
+
         self.path = Path(path)
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if self.path.suffix.lstrip(".").lower() not in formats:
+            raise UsageError(f"--plot {path}: matplotlib cannot write '{self.path.suffix or 'no extension'}' files",
+                             hint=f"name a file ending in one of: {', '.join('.' + f for f in sorted(formats))}")
         self.points: dict[str, list[tuple[float, float]]] = {}
         self.last_time = 0.0
         self._written = False
@@ -56,6 +63,9 @@ class AzimuthPlotSink(Sink):
             self.last_time = max(self.last_time, item["time_s"])
             for event in item["events"]:
                 self.points.setdefault(event["class"], []).append((item["time_s"], event["azimuth"]))
+
+    def abort(self) -> None:
+        self._written = True  # a failed run draws nothing
 
     def close(self) -> None:
         if self._written:
@@ -76,9 +86,13 @@ class AzimuthPlotSink(Sink):
         axes.grid(alpha=0.3)
         if self.points:
             axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=2)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(self.path, dpi=100, bbox_inches="tight")
-        plt.close(figure)
+        pending = PendingFile(self.path)  # beside the target, renamed into place once drawn
+        try:
+            figure.savefig(pending.path, dpi=100, bbox_inches="tight", format=self.path.suffix.lstrip(".") or "png")
+            pending.commit()
+        finally:
+            pending.discard()
+            plt.close(figure)
 
     def summary(self) -> str | None:
         events = sum(len(p) for p in self.points.values())

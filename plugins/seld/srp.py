@@ -42,7 +42,7 @@ class SrpPhat:
         elevations: tuple[float, float, float] = (-10.0, 40.0, 5.0),
         context_blocks: float = 0.5,
     ):
-        pra = require("pyroomacoustics", "synth")
+        pra = require("pyroomacoustics")
         mics = np.asarray(positions, dtype=np.float64)
         self.sample_rate, self.block, self.n_fft = sample_rate, block, n_fft
         self.context = int(round(context_blocks * block))

@@ -45,6 +45,10 @@ def _capsule_positions() -> np.ndarray:
 #: MIC capsule positions in metres, shape [4, 3] (x forward, y left, z up), read-only; channel order.
 STARSS_MIC_POSITIONS_M = _capsule_positions()
 
+#: The array profile of those capsules (devices/starss-mic.yaml): what a model trained on STARSS
+#: audio is made for, exported and run with.
+STARSS_ARRAY = "starss-mic"
+
 FORMATS = ("mic", "foa")
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import EvalSet, Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 BLOCK = 1600  # 100 ms at 16 kHz: one DCASE label frame per graph block
 FRAME_SECONDS = 0.1
@@ -40,8 +40,9 @@ MODEL_KEYS = ("array", "classes", "n_mels", "conv_channels", "freq_pools", "gru_
 class SeldTrainOptions:
     """The options of ``edgeaudio train seld`` (see train.py for the recipe)."""
 
-    array: str = field(default="respeaker-4mic", metadata={
-        "help": "Microphone array profile to train for (see `edgeaudio devices`)."})
+    array: str | None = field(default=None, metadata={
+        "help": "Microphone array profile to train for (see `edgeaudio devices`; default: respeaker-4mic, "
+                "or with --data-dir the array the data was recorded with)."})
     classes: list[str] | None = field(default=None, metadata={
         "help": "Event classes to train on, comma-separated (default: all of the library's)."})
     hours: float = field(default=0.5, metadata={"help": "Hours of 10 s training scenes to synthesize.", "min": 0})
@@ -156,33 +157,53 @@ class SeldTask(Task):
         ]
 
     # -- data and metrics ------------------------------------------------------------------------
-    def validation_set(self) -> list[tuple[np.ndarray, dict]]:
-        """A fixed set of 10 s scenes for this array from the built-in library's held-out clips.
+    def validation_set(self) -> EvalSet:
+        """Twelve 10 s scenes for this array from the held-out clips of the event library edition
+        the model trained on, as ``(audio [mics, samples], label set)`` pairs: synthesized once
+        (seeded) into the cache where that library is built, else the very same scenes as the
+        package ships them (``plugins/seld/validation``: the default array's), so export needs
+        neither root nor the library's Debian packages."""
+        from edgeaudio.events.editions import LATEST_EDITION, builtin_dir, is_built
+        from edgeaudio.plugins.seld.scene_sets import read_scenes, shipped_scenes
 
-        Synthesized once (seeded) into the cache; ``(audio [mics, samples], label set)`` pairs.
-        """
+        edition = self.config.get("library_edition") or LATEST_EDITION
+        shipped = None if is_built(builtin_dir(edition)) else shipped_scenes(self)
+        if shipped is not None:
+            return shipped
         from edgeaudio.cache import cache_root
-        from edgeaudio.plugins.seld.data import read_folder
+        from edgeaudio.errors import UsageError
         from edgeaudio.plugins.seld.train import heldout_library, scene_config, synthesize
 
-        library = heldout_library(self.classes, self.config.get("library_edition"))
+        try:
+            library = heldout_library(self.classes, edition)
+        except UsageError as exc:
+            exc.hint = f"{exc.hint}; or bring scenes of your own: edgeaudio export seld --validation DIR --calibration DIR"
+            raise
         config = scene_config(VALIDATION_SEED)
         key = hashlib.sha256(json.dumps([self.array, self.classes, repr(config), str(library.root)]).encode()).hexdigest()[:12]
         folder = cache_root() / "seld" / f"validation-{self.array}-{key}"
         synthesize(folder, config, library, self.array_profile().positions, VALIDATION_SCENES, progress=False)
-        recordings, _ = read_folder(folder, self.sample_rate)
-        return [(r.audio, r.label_set()) for r in recordings]
+        return read_scenes(folder, self, f"{VALIDATION_SCENES} scenes synthesized from event library edition {edition}'s held-out clips")
 
-    def calibration_data(self, count: int = 32) -> Iterable[dict[str, dict[str, np.ndarray]]]:
-        """3 s excerpts of the validation scenes from zero state, as the graph sees a stream start."""
+    def read_dataset(self, path: Path) -> EvalSet:
+        """A folder of DCASE CSV scenes for this array (layout in ``scene_sets``)."""
+        from edgeaudio.plugins.seld.scene_sets import read_scenes
+
+        return read_scenes(path, self)
+
+    def calibration_data(self, count: int = 32, dataset=None) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """3 s excerpts of ``dataset``'s scenes (default: the validation scenes) from zero state,
+        as the graph sees a stream start."""
         model = self.build_model()
         zeros = dict(zip(self.graphs(model)[0].input_names[1:], (s.numpy() for s in model.initial_state(1))))
-        scenes = self.validation_set()
+        scenes = self.validation_set() if dataset is None else dataset
         length = 30 * BLOCK
         for i in range(count):
             audio, _ = scenes[i % len(scenes)]
-            start = min((i // len(scenes)) * length, audio.shape[1] - length)  # a later excerpt per round
-            yield {"seld": {"audio": np.ascontiguousarray(audio[None, :, start : start + length]), **zeros}}
+            start = max(0, min((i // len(scenes)) * length, audio.shape[1] - length))  # a later excerpt per round
+            excerpt = audio[:, start : start + length]
+            excerpt = np.pad(excerpt, ((0, 0), (0, -excerpt.shape[1] % BLOCK)))  # whole blocks, for a short scene of the user's
+            yield {"seld": {"audio": np.ascontiguousarray(excerpt[None]), **zeros}}
 
     def evaluate(self, runner, dataset) -> dict[str, float]:
         """DCASE 2022/23 metrics over the whole set (1 s segments) and their frame-based variants."""
@@ -209,13 +230,13 @@ class SeldTask(Task):
 
         tracker = tracker if tracker is not None else Tracker()
         accdoa = np.asarray(outputs["accdoa"])[0]
-        classes = self.classes
+        classes = self.config["classes"]
         vectors = accdoa.reshape(len(accdoa), 3, 3, len(classes))
         labels = accdoa_to_labels(accdoa, len(classes))
         frames = []
         for i in range(len(accdoa)):
-            found = labels.get(i, [])
-            ids = tracker.assign(start_frame + i, [(cls, az, el) for cls, az, el, _ in found])
+            frame, found = start_frame + i, labels.get(i, ())
+            ids = tracker.assign(frame, [(cls, az, el) for cls, az, el, _ in found])
             events = [
                 {
                     "class": classes[cls],
@@ -226,7 +247,6 @@ class SeldTask(Task):
                 }
                 for (cls, az, el, track), ident in zip(found, ids)
             ]
-            frame = start_frame + i
             frames.append({"frame": frame, "time_s": round(frame * FRAME_SECONDS, 3), "events": events})
         return frames
 

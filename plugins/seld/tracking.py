@@ -10,24 +10,28 @@ Ids count up from 0 over the whole run and are never reused.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-
-import numpy as np
 
 MAX_GAP_FRAMES = 5  # a source silent for up to 0.5 s keeps its id
 MAX_ANGLE_DEG = 45.0  # farther than this in one step is another source
 
 
-def unit_vector(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
-    az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
-    return np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+def unit_vector(azimuth_deg: float, elevation_deg: float) -> tuple[float, float, float]:
+    """In plain floats: a handful per frame, where numpy's per-call cost would exceed the maths."""
+    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+    return (math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el))
+
+
+def _degrees(u: tuple[float, float, float], v: tuple[float, float, float]) -> float:
+    return math.degrees(math.acos(min(1.0, max(-1.0, u[0] * v[0] + u[1] * v[1] + u[2] * v[2]))))
 
 
 @dataclass
 class _Track:
     ident: int
     cls: int
-    direction: np.ndarray
+    direction: tuple[float, float, float]
     last_frame: int
 
 
@@ -46,7 +50,7 @@ class Tracker:
         for e, (cls, _, _) in enumerate(events):
             for t, track in enumerate(self._tracks):
                 if track.cls == cls:
-                    angle = np.degrees(np.arccos(np.clip(directions[e] @ track.direction, -1.0, 1.0)))
+                    angle = _degrees(directions[e], track.direction)
                     if angle <= self.max_angle:
                         pairs.append((angle, e, t))
         ids: list[int | None] = [None] * len(events)

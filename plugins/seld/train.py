@@ -2,17 +2,19 @@
 
 The recipe: split the event library by recording (held-out recordings never reach training),
 render ``hours`` of 10 s scenes for the array's geometry from the training half and a test set
-from the held-out half, train the CRNN with ADPIT on random 5 s crops under
-:func:`edgeaudio.training.fit` (seeded, checkpointed, resumable), and write
-``seld-<array>.safetensors`` with a JSON sidecar that records the command, seed, data and the
-held-out metrics. Running the same command again resumes both the synthesis and the training.
+from the held-out half (or read STARSS22/23 recordings or an earlier run's scenes with
+``--data-dir``), train the CRNN with ADPIT on random 5 s crops under
+:func:`edgeaudio.training.fit` (seeded, checkpointed, resumable, data parallel under torchrun),
+and write the run folder (:class:`edgeaudio.training.TrainingRun`): ``weights.safetensors`` with a
+sidecar that records the array, classes, command, data and the held-out metrics. Running the same
+command again resumes both the synthesis and the training.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +26,7 @@ from edgeaudio.plugins.seld.scenes import SceneConfig, synthesize_dataset
 from edgeaudio.plugins.seld.task import SeldTask, SeldTrainOptions
 
 SCENE_SECONDS = 10.0
+DEFAULT_ARRAY = "respeaker-4mic"  # what scenes are synthesized for when --array is not given
 TEST_FRACTION = 0.15
 MIN_TEST_SCENES = 8
 
@@ -86,92 +89,66 @@ def synthesize(folder: Path, config: SceneConfig, library: EventLibrary, positio
 
 
 def train_seld(
-    task, out_dir: str | Path, options: SeldTrainOptions, log: Callable[[str], None] = print
+    task, out_dir: str | Path, options: SeldTrainOptions, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Train SELD with ``options`` (those of ``edgeaudio train seld``) for ``options.array``;
-    returns where the weights and sidecar went and the held-out metrics.
+    """Train SELD with ``options`` (those of ``edgeaudio train seld``) into the run folder
+    ``out_dir`` (see :class:`edgeaudio.training.TrainingRun`); returns the run's result with the
+    held-out metrics.
 
-    ``classes``: a subset of the library's classes; default the library's. ``init``: weights to
-    fine-tune from (``"default"`` = the shipped ones for the array); tensors that fit are loaded,
-    the rest (the head, when the classes differ) start fresh.
-    ``data_dir``: train on an existing synthesized folder or STARSS root instead of synthesizing.
-    ``test_scenes``: held-out scenes to synthesize (default 15 % of the training scenes, at least 8).
-    ``val_every``: score the held-out scenes every this many epochs (and after the last one);
-    scoring 54 scenes costs about a fifth of an epoch.
-    ``threads``: torch threads for training. On a machine busy with other jobs, 1 thread ran a
-    training step 7x faster than 2 here: idle threads spin at every parallel region's barrier.
-    Under torchrun every process runs this: rank 0 synthesizes while the others wait, every
-    rank trains its shard, and rank 0 alone logs, scores and writes the weights.
+    ``array``: the array to synthesize for (default respeaker-4mic); with ``data_dir``, the data's
+    own array (a STARSS root: its tetrahedral MIC array; a synthesized folder: the array it was
+    rendered for), and a different ``array`` is an error. ``classes``: a subset of the library's
+    classes; default the library's. ``init``: weights to fine-tune from (``"default"`` = the
+    shipped ones for the array); tensors that fit are loaded, the rest (the head, when the classes
+    differ) start fresh. ``data_dir``: train on an existing synthesized folder (or the folder an
+    earlier ``train`` wrote) or a STARSS root instead of synthesizing; every file is checked
+    (channels, rate, metadata rows) before training. ``test_scenes``: held-out scenes to synthesize
+    (default 15 % of the training scenes, at least 8). ``val_every``: score the held-out scenes
+    every this many epochs (and after the last one); scoring 54 scenes costs about a fifth of an
+    epoch. ``threads``: torch threads for training. On a machine busy with other jobs, 1 thread ran
+    a training step 7x faster than 2 here: idle threads spin at every parallel region's barrier.
+    Under torchrun every process runs this: rank 0 synthesizes while the others wait, every rank
+    trains its shard, and rank 0 alone logs, scores and writes the weights.
     """
-    from edgeaudio.training import is_main_process, main_process_first, process_group, save_weights
+    from edgeaudio.training import TrainingRun, main_process_first
 
     o = options
-    with process_group():
-        main = is_main_process()
-        progress = o.progress
-        if not main:
-            log, progress = (lambda line: None), False
-        out = Path(out_dir)
-        command = _command(array=o.array, classes=o.classes, hours=o.hours, epochs=o.epochs, seed=o.seed, init=o.init,
-                           library=o.library, data_dir=o.data_dir, test_scenes=o.test_scenes, batch_size=o.batch_size,
-                           lr=o.lr, threads=o.threads, val_every=o.val_every if o.val_every != 5 else None, output=str(out))
+    with TrainingRun(task, out_dir, o) as run:
+        say = (log or run.say) if run.main else (lambda line: None)
+        source = _existing_source(o.data_dir, o.array) if o.data_dir else None
+        array = source.array if source else (o.array or DEFAULT_ARRAY)
+        from edgeaudio.profiles import get_array
+
+        get_array(array, live_devices=[])  # an unknown array fails here, before any scene is made
         with main_process_first():
-            if o.data_dir:
-                train_set, test_set, found, data_info = _existing_data(o.data_dir, o.classes, task.sample_rate, log)
+            if source:
+                train_set, test_set, found, data_info = _existing_data(source, o.classes, task.sample_rate, say)
             else:
                 train_set, test_set, found, data_info = _synthesized_data(
-                    out / "data", o.array, o.classes, o.library, o.hours, o.test_scenes, o.seed, o.workers, progress, log
+                    run.data_dir, array, o.classes, o.library, o.hours, o.test_scenes, o.seed, o.workers, run.progress, say
                 )
         if o.threads:
             import torch
 
             torch.set_num_threads(int(o.threads))
-        seld = SeldTask({**task.config, "array": o.array, "classes": found,
+        seld = SeldTask({**task.config, "array": array, "classes": found,
                          "library_edition": data_info.get("library_edition")})
         model = seld.build_model()
-        if o.init:
-            _load_matching(model, seld, o.init, log)
-        log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {len(train_set)} recordings, "
-            f"testing on {len(test_set)} held-out ones")
-        history, metrics = _fit(model, seld, train_set, test_set, out / "checkpoints", o.epochs, o.batch_size, o.lr, o.seed,
-                                progress, o.val_every)
-        weights = out / f"seld-{seld.array}.safetensors"
-        result = {"weights": str(weights), "sidecar": str(weights.with_suffix(".json")), "metrics": metrics}
-        if not main:
-            return result
-        sidecar = {
-            "task": seld.name,
-            "version": seld.version,
-            "array": seld.array,
-            "classes": seld.classes,
-            "config": seld.config,
-            "command": command,
-            "seed": o.seed,
-            "init": o.init,
-            "data": data_info,
-            "training": {"epochs": o.epochs, "batch_size": o.batch_size, "lr": o.lr, "crop_seconds": 5.0,
-                         "train_seconds": round(sum(r["seconds"] for r in history), 1), "history": history},
-            "metrics": {"heldout": metrics},
-        }
-        save_weights(model, weights)
-        weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
-        log("held-out: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ("ER20", "F20", "LE", "LR", "SELD")))
-        log(f"weights: {weights}")
-        return result
-
-
-def _command(**options: Any) -> str:
-    parts = ["edgeaudio", "train", "seld", "-o", options.pop("output")]
-    for name, value in options.items():
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(value)
-        parts += [f"--{name.replace('_', '-')}", str(value)]
-    return " ".join(parts)
+        init = _load_matching(model, seld, o.init, say) if o.init else None
+        say(f"training {sum(p.numel() for p in model.parameters()):,} parameters for {array} on {len(train_set)} "
+            f"recordings, testing on {len(test_set)} held-out ones")
+        result, metrics = _fit(run, model, seld, train_set, test_set, o)
+        sidecar = {**run.sidecar(seld.config, result, data=data_info, metrics=metrics, init=init,
+                                 details={"crop_seconds": 5.0}),
+                   "array": seld.array, "classes": seld.classes}  # what benchmarks/seld_eval.py reads
+        if run.main:
+            say("held-out: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ("ER20", "F20", "LE", "LR", "SELD")))
+        return run.finish(model, sidecar if run.main else None)
 
 
 def _synthesized_data(folder: Path, array, classes, library_path, hours, test_scenes, seed, workers, progress, log):
+    """Scenes for ``array`` from the library's training and held-out recordings, synthesized into
+    ``folder``/train and /test (kept: a rerun resumes), read back checked."""
     from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.seld.data import read_folder
     from edgeaudio.profiles import get_array
@@ -219,31 +196,95 @@ def _library_classes(path) -> list[str]:
     return EventLibrary.from_folder(path).classes if path else builtin_classes()
 
 
-def _existing_data(data_dir, classes, sample_rate, log):
-    """Training and test recordings of a folder: STARSS dev-train/dev-test, or a synthesized
-    folder's last TEST_FRACTION of scenes held out."""
-    from edgeaudio.plugins.seld.data import read_folder
+@dataclass
+class _Source:
+    """What ``--data-dir`` holds: STARSS (dev-train / dev-test splits of one root) or synthesized
+    scenes (a training folder and maybe a test folder), and the array the audio came from."""
+
+    kind: str
+    train: Path
+    test: Path | None
+    array: str
+
+
+def _existing_source(data_dir: str, array: str | None) -> _Source:
+    """Recognise the folder, without reading its audio yet: a STARSS root, a synthesized folder,
+    or the run folder (or its ``data/``) an earlier ``edgeaudio train seld`` wrote."""
+    from edgeaudio.plugins.seld.starss import STARSS_ARRAY
 
     root = Path(data_dir)
-    if (root / "classes.json").is_file():
-        recordings, found = read_folder(root, sample_rate)
-        n_test = max(1, round(TEST_FRACTION * len(recordings)))
-        if len(recordings) < 2:
-            raise UsageError(f"{root} holds {len(recordings)} scene(s); training needs at least 2 (one is held out)")
-        train_set, test_set = recordings[:-n_test], recordings[-n_test:]
+    if not root.is_dir():
+        raise UsageError(f"--data-dir {root} is not a folder")
+    for folder in (root / "data", root):
+        if (folder / "train" / "classes.json").is_file():
+            test = folder / "test" if (folder / "test" / "classes.json").is_file() else None
+            source = _Source("synthesized", folder / "train", test, _array_of(folder / "train"))
+            break
     else:
-        train_set, found = read_folder(root, sample_rate, "dev-train")
-        test_set, _ = read_folder(root, sample_rate, "dev-test")
+        if (root / "classes.json").is_file():
+            source = _Source("synthesized", root, None, _array_of(root))
+        else:
+            source = _Source("starss", root, None, STARSS_ARRAY)
+    if array and array != source.array:
+        raise UsageError(f"{root} holds audio from the {source.array} array; --array {array} cannot change that",
+                         hint="leave --array out (the data's own array is used)")
+    return source
+
+
+def _array_of(folder: Path) -> str:
+    """The array profile whose mic positions a synthesized folder was rendered for."""
+    from edgeaudio.profiles import ArrayProfile, load_profiles
+
+    positions = np.asarray(json.loads((folder / "classes.json").read_text())["mic_positions"], dtype=np.float64)
+    for profile in load_profiles().values():
+        if isinstance(profile, ArrayProfile) and np.shape(profile.positions) == positions.shape \
+                and np.allclose(profile.positions, positions, atol=1e-9):
+            return profile.name
+    raise UsageError(f"{folder} was synthesized for mic positions that match no array profile",
+                     hint="add a profile with those positions (devices/*.yaml or a plugin's register_profiles)")
+
+
+def _existing_data(source: _Source, classes, sample_rate, log):
+    """Training and test recordings: STARSS dev-train/dev-test, a synthesized training folder and
+    its test folder, or a single synthesized folder's last TEST_FRACTION of scenes held out. Every
+    file of both splits is checked before any audio is read."""
+    from edgeaudio.plugins.seld.data import check_pairs, list_pairs, read_folder
+
+    if source.kind == "starss":
+        splits = {"train": list_pairs(source.train, "dev-train"), "test": list_pairs(source.train, "dev-test")}
+    else:
+        splits = {"train": list_pairs(source.train), **({"test": list_pairs(source.test)} if source.test else {})}
+    for pairs in splits.values():
+        check_pairs(pairs, sample_rate)
+    found = splits["train"].classes
+    if "test" in splits and splits["test"].classes != found:
+        raise UsageError(f"{source.test} is labelled with classes {splits['test'].classes}, its training folder with {found}")
+    if source.kind == "starss":
+        train_set = read_folder(source.train, sample_rate, "dev-train")[0]
+        test_set = read_folder(source.train, sample_rate, "dev-test")[0]
+    elif source.test:
+        train_set, test_set = read_folder(source.train, sample_rate)[0], read_folder(source.test, sample_rate)[0]
+    else:
+        recordings = read_folder(source.train, sample_rate)[0]
+        if len(recordings) < 2:
+            raise UsageError(f"{source.train} holds {len(recordings)} scene(s); training needs at least 2 (one is held out)")
+        n_test = max(1, round(TEST_FRACTION * len(recordings)))
+        train_set, test_set = recordings[:-n_test], recordings[-n_test:]
     if classes and classes != found:
-        raise UsageError(f"{root} is labelled with classes {found}; --classes cannot relabel it", hint="leave --classes out")
-    log(f"training on {len(train_set)} recordings from {root}, testing on {len(test_set)}")
-    return train_set, test_set, found, {"source": str(root), "train_recordings": len(train_set), "test_recordings": len(test_set)}
+        raise UsageError(f"{source.train} is labelled with classes {found}; --classes cannot relabel it",
+                         hint="leave --classes out")
+    log(f"training on {len(train_set)} recordings from {source.train} ({source.array}), testing on {len(test_set)}")
+    info = {"source": str(source.train), "kind": source.kind, "array": source.array,
+            "train_recordings": len(train_set), "test_recordings": len(test_set), "library_edition": None}
+    return train_set, test_set, found, info
 
 
-def _load_matching(model, task, init: str, log) -> None:
-    """Copy every tensor of ``init`` whose name and shape fit; report what starts fresh."""
+def _load_matching(model, task, init: str, log) -> dict[str, str]:
+    """Copy every tensor of ``init`` whose name and shape fit; report what starts fresh. Returns
+    the file's path and sha256, for the sidecar."""
     from safetensors.torch import load_file
 
+    from edgeaudio.bundle import sha256_file
     from edgeaudio.plugins.seld.task import WEIGHTS_DIR
 
     path = Path(init) if init != "default" else WEIGHTS_DIR / f"seld-{task.array}.safetensors"
@@ -255,34 +296,32 @@ def _load_matching(model, task, init: str, log) -> None:
     model.load_state_dict(fitting, strict=False)
     fresh = sorted(k for k in own if k not in fitting)
     log(f"initialised from {path}: {len(fitting)} tensors loaded" + (f", fresh: {', '.join(fresh)}" if fresh else ""))
+    return {"path": str(path), "sha256": sha256_file(path)}
 
 
-def _fit(model, task, train_set, test_set, checkpoints: Path, epochs, batch_size, lr, seed, progress, val_every=5):
-    """Train with the shared loop (cosine learning-rate decay) and score the last epoch's weights."""
+def _fit(run, model, task, train_set, test_set, o: SeldTrainOptions):
+    """Train with the shared loop (cosine learning-rate decay); the held-out scores of the last
+    epoch's weights (the loop scores them after the last epoch) on the main process, else {}."""
     import torch
 
     from edgeaudio.plugins.seld.data import SeldCrops, adpit_loss
     from edgeaudio.plugins.seld.task import seld_scores
-    from edgeaudio.training import TrainConfig, cosine_adamw, fit, is_main_process
+    from edgeaudio.training import cosine_adamw, fit
 
     dataset = SeldCrops(train_set, len(task.classes), task.array_profile().positions)
-    make_optimizer, cosine_decay = cosine_adamw(lr, epochs, floor=0.02)
+    make_optimizer, cosine_decay = cosine_adamw(o.lr, o.epochs, floor=0.02)
 
     def loss_fn(net, batch):
         audio, target = batch
-        state = getattr(net, "module", net).initial_state(audio.shape[0])
-        return adpit_loss(net(audio, *state)[0], target)
+        return adpit_loss(net(audio, *net.initial_state(audio.shape[0]))[0], target)
 
     def heldout(net) -> dict[str, float]:
         items = [(net.offline(torch.from_numpy(r.audio[None]))[0].numpy(), r.label_set()) for r in test_set]
         return seld_scores(items, len(task.classes))
 
-    config = TrainConfig(checkpoints, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, grad_clip=5.0,
-                         val_every=max(1, int(val_every)), progress=progress)
+    config = run.config(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, seed=o.seed, grad_clip=5.0,
+                        val_every=max(1, int(o.val_every)))
     result = fit(model, dataset, loss_fn, config, val_fn=heldout, optimizer_factory=make_optimizer, on_epoch_end=cosine_decay)
     model.eval()
-    if not is_main_process():
-        return result.history, {}
-    with torch.no_grad():
-        metrics = heldout(model)
-    return result.history, metrics
+    metrics = {name[4:]: value for name, value in result.history[-1].items() if name.startswith("val_")}
+    return result, metrics if run.main else {}

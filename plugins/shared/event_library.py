@@ -33,3 +33,30 @@ def library_packages(root: Path) -> dict[str, Any]:
     SOURCES.json), so shipped weights say what they were derived from."""
     sources = Path(root) / "SOURCES.json"
     return json.loads(sources.read_text()).get("packages", {}) if sources.is_file() else {}
+
+
+class NotingLibrary(EventLibrary):
+    """A library that notes every clip drawn from it, so a data set made from it (the shipped
+    validation sets) can record exactly which recordings, packages and licences it contains."""
+
+    def __init__(self, library: EventLibrary):
+        clips = [clip for label in library.classes for clip in library.clips(label)]
+        super().__init__(library.root, library.sample_rate, library.classes, clips)
+        self.drawn: set[Path] = set()
+
+    def load(self, clip):
+        self.drawn.add(clip.path)
+        return super().load(clip)
+
+    def sources(self) -> dict[str, Any]:
+        """The drawn clips as the library's SOURCES.json records them (package, version, licence,
+        source file), and per package its version and the licences of those clips."""
+        listed = json.loads((self.root / "SOURCES.json").read_text())
+        drawn = {path.relative_to(self.root).as_posix() for path in self.drawn}
+        clips = [clip for clip in listed["clips"] if clip["file"] in drawn]
+        packages: dict[str, Any] = {}
+        for clip in clips:
+            entry = packages.setdefault(clip["package"], {"version": clip["version"], "licences": []})
+            entry["licences"] = sorted({*entry["licences"], clip["licence"]})
+        return {"library": listed["generator"], "edition": listed.get("edition"), "packages": dict(sorted(packages.items())),
+                "licences": sorted({clip["licence"] for clip in clips}), "clips": clips}

@@ -116,17 +116,19 @@ def judge_audio(judge: Judge, audio: np.ndarray, batch: int = 16) -> tuple[np.nd
     return np.concatenate(probs), np.concatenate(embeddings)
 
 
-def train_judge(out_dir: str | Path, epochs: int = 25, seed: int = 0, batch_size: int = 32, lr: float = 2e-3,
-                library: str | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Train on the library's training recordings, score on the held-out ones, write
-    ``judge.safetensors`` + ``judge.json`` (classes, command, accuracy) under ``out_dir``."""
+def train_judge(run, options, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train on the library's training recordings, score on the held-out ones, and write the run's
+    judge part (``parts/judge.safetensors`` + ``judge.json``: classes, accuracy, data);
+    ``options``: those of ``edgeaudio train tta``. Returns the part's sidecar."""
     from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.shared.event_library import library_packages, open_library
-    from edgeaudio.training import TrainConfig, cosine_adamw, fit, seed_everything
-    from edgeaudio.training.loop import load_weights, save_weights
+    from edgeaudio.training import cosine_adamw, fit, main_process_first, seed_everything
+    from edgeaudio.training.loop import load_weights
 
-    out = Path(out_dir)
-    train_library, test_library = open_library(library, held_out=False), open_library(library, held_out=True)
+    o = options
+    with main_process_first():  # rank 0 builds the built-in library on first use
+        train_library = open_library(o.library, held_out=False)
+    test_library = open_library(o.library, held_out=True)
     classes = train_library.classes
     clips, labels = [], []
     for index, label in enumerate(classes):
@@ -135,7 +137,7 @@ def train_judge(out_dir: str | Path, epochs: int = 25, seed: int = 0, batch_size
             labels.append(index)
     test_audio, test_labels = held_out_windows(test_library)
     log(f"judge: {len(clips)} training recordings, {len(test_audio)} held-out, {len(classes)} classes")
-    seed_everything(seed)
+    seed_everything(o.seed)
     judge = Judge(len(classes))
 
     def loss_fn(net, batch):
@@ -146,24 +148,23 @@ def train_judge(out_dir: str | Path, epochs: int = 25, seed: int = 0, batch_size
         probs, _ = judge_audio(net, test_audio)
         return accuracy(probs, test_labels, classes)
 
-    config = TrainConfig(out / "judge-run", epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=1e-3, seed=seed,
-                         best_metric="val_accuracy", best_mode="max", progress=progress, device="cpu")  # fmt: skip
-    factory, on_epoch_end = cosine_adamw(lr, epochs, floor=0.02, weight_decay=1e-3)
+    batch_size, lr = 32, 2e-3
+    config = run.config("judge", epochs=o.judge_epochs, batch_size=batch_size, lr=lr, weight_decay=1e-3, seed=o.seed,
+                        best_metric="val_accuracy", best_mode="max", device="cpu")
+    factory, on_epoch_end = cosine_adamw(lr, o.judge_epochs, floor=0.02, weight_decay=1e-3)
     result = fit(judge, RealWindows(clips, labels), loss_fn, config, val_fn=val_fn, optimizer_factory=factory,
                  on_epoch_end=on_epoch_end)  # fmt: skip
     load_weights(judge, result.last_checkpoint)
     judge.eval()
+    if not run.main:
+        return {}
     metrics = val_fn(judge)
-    weights = out / "judge.safetensors"
-    save_weights(judge, weights)
-    sidecar = {
-        "command": f"edgeaudio train tta --part judge -o {out_dir} --judge-epochs {epochs} --seed {seed}",
-        "classes": classes, "seed": seed, "held_out": metrics, "epochs": epochs, "history": result.history,
-        "data": {"library": str(library or "builtin"), "library_edition": training_edition(library),
-                 "train_recordings": len(clips), "held_out_recordings": len(test_audio),
-                 "library_packages": library_packages(train_library.root)},
-    }  # fmt: skip
-    weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    data = {"library": str(o.library or "builtin"), "library_edition": training_edition(o.library),
+            "train_recordings": len(clips), "held_out_recordings": len(test_audio),
+            "library_packages": library_packages(train_library.root)}
+    sidecar = {**run.sidecar({"classes": classes}, result, data=data, metrics=metrics), "classes": classes}
+    weights = run.part_weights("judge")
+    run.write(judge, weights, sidecar)
     log(f"judge held-out accuracy {metrics['accuracy']:.3f}; wrote {weights}")
     return sidecar
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeaudio.errors import UsageError
 from edgeaudio.plugins.tta.geometry import frames_for
-from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, Task, TensorSpec, matching_checkpoint
+from edgeaudio.task import EvalSet, Graph, InputKind, MetricGate, ResultKind, Task, TensorSpec, matching_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "tta.safetensors"
@@ -34,17 +34,24 @@ VALIDATION_PER_CLASS = 2
 VALIDATION_SEED = 9001
 MAX_SECONDS = 10.0
 MAX_CANDIDATES = 8
+# sane limits for run options: the defaults were chosen among 4-16 steps and guidance 3-16, and
+# time grows with steps (8 steps: about 0.35 s per 5 s clip here), so 64 steps is already slow
+MAX_STEPS = 64
+MAX_GUIDANCE = 50.0
 
 
 @dataclass
 class TtaRunOptions:
     """``edgeaudio run tta`` options, handed to ``generate``; None means the task's setting."""
 
-    steps: int | None = field(default=None, metadata={"help": "Sampling steps (default: the task's).", "min": 1})
-    seed: int = field(default=0, metadata={"help": "Noise seed.", "min": 0})
-    guidance: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale (default: the task's)."})
+    steps: int | None = field(default=None, metadata={"help": "Sampling steps (default: the task's).", "min": 1,
+                                                      "max": MAX_STEPS})
+    seed: int = field(default=0, metadata={"help": "Noise seed.", "min": 0, "max": 2**32 - 1})
+    guidance: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale (default: the task's).",
+                                                           "min": 0.0, "max": MAX_GUIDANCE})
     candidates: int | None = field(default=None, metadata={
-        "help": "Sample this many clips and keep the one the generator ranks best (default: the task's).", "min": 1})
+        "help": "Sample this many clips and keep the one the generator ranks best (default: the task's).", "min": 1,
+        "max": MAX_CANDIDATES})
 
 
 TRAIN_PARTS = ("judge", "vocoder", "generator", "all")
@@ -205,8 +212,10 @@ class TtaTask(Task):
         candidates = int(c.get("candidates", 1) if candidates is None else candidates)
         if not 0 < seconds <= MAX_SECONDS:
             raise UsageError(f"--seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}", hint="generate longer audio in pieces")
-        if steps < 1:
-            raise UsageError(f"--steps must be at least 1, got {steps}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise UsageError(f"--steps must be in 1..{MAX_STEPS}, got {steps}")
+        if not 0 <= guidance <= MAX_GUIDANCE:  # also refuses NaN
+            raise UsageError(f"--guidance must be in 0..{MAX_GUIDANCE:g}, got {guidance:g}")
         if not 1 <= candidates <= MAX_CANDIDATES:
             raise UsageError(f"--candidates must be in 1..{MAX_CANDIDATES}, got {candidates}",
                              hint="each candidate adds a sampling run; 1 keeps the first without ranking")  # fmt: skip
@@ -240,14 +249,42 @@ class TtaTask(Task):
         raise UsageError("the tta task takes a text prompt, not audio", hint='edgeaudio run tta "a horn honks twice" -o out.wav')
 
     # -- data and metrics -------------------------------------------------------------------------
-    def validation_set(self) -> list[tuple[str, str, int]]:
-        """(prompt, class, seed): two phrasings of every class the judge knows."""
+    def validation_set(self) -> EvalSet:
+        """(prompt, class, seed): two phrasings of every class the judge knows. Prompts need no
+        data: the judge (shipped weights) classifies what each generates."""
         from edgeaudio.plugins.tta.data import single_event_prompts
         from edgeaudio.plugins.tta.judge import load_judge
 
         _, classes = load_judge()
         pairs = single_event_prompts(classes, VALIDATION_PER_CLASS)
-        return [(prompt, label, VALIDATION_SEED + i) for i, (prompt, label) in enumerate(pairs)]
+        return EvalSet([(prompt, label, VALIDATION_SEED + i) for i, (prompt, label) in enumerate(pairs)],
+                       f"{VALIDATION_PER_CLASS} prompts for each of the judge's {len(classes)} classes")
+
+    def read_dataset(self, path: Path) -> EvalSet:
+        """``PATH/prompts.csv`` (or a CSV file itself) with columns ``prompt, class`` and optionally
+        ``seed``: prompts each naming one class the judge knows (``edgeaudio run tta --help``)."""
+        import csv
+
+        from edgeaudio.plugins.tta.judge import load_judge
+
+        table = path / "prompts.csv" if path.is_dir() else path
+        expected = "a CSV with columns prompt,class[,seed], one class the judge knows per prompt"
+        if not table.is_file():
+            raise UsageError(f"{table} is missing", hint=f"expected {expected}")
+        _, classes = load_judge()
+        with open(table, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not {"prompt", "class"} <= set(reader.fieldnames or []):
+                raise UsageError(f"{table} has columns {reader.fieldnames}, not prompt and class", hint=f"expected {expected}")
+            items = []
+            for line, row in enumerate(reader, start=2):
+                if row["class"] not in classes:
+                    raise UsageError(f"{table} line {line}: class '{row['class']}' is not one the judge knows",
+                                     hint=f"classes: {', '.join(classes)}")
+                items.append((row["prompt"], row["class"], int(row.get("seed") or VALIDATION_SEED + len(items))))
+        if not items:
+            raise UsageError(f"{table} holds no prompts", hint=f"expected {expected}")
+        return EvalSet(items, f"{table} ({len(items)} prompts)")
 
     def evaluate(self, runner, dataset) -> dict[str, float]:
         """Generate every validation prompt on ``runner`` and let the independent judge classify it."""
@@ -259,8 +296,9 @@ class TtaTask(Task):
         hits = [classes[i] == label for i, (_, label, _) in zip(probs.argmax(axis=1), dataset)]
         return {"class_accuracy": float(np.mean(hits))}
 
-    def calibration_data(self, count: int = 8) -> Iterable[dict[str, dict[str, np.ndarray]]]:
-        """The feeds every graph receives while the torch model generates validation prompts."""
+    def calibration_data(self, count: int = 8, dataset=None) -> Iterable[dict[str, dict[str, np.ndarray]]]:
+        """The feeds every graph receives while the torch model generates ``dataset``'s prompts
+        (default: the validation prompts)."""
         from edgeaudio.plugins.tta.eager import EagerGraph
         from edgeaudio.runtime import Runner
 
@@ -280,7 +318,7 @@ class TtaTask(Task):
 
                 return Recorder()
 
-        for prompt, _, seed in self.validation_set()[:count]:
+        for prompt, _, seed in (self.validation_set() if dataset is None else dataset)[:count]:
             self.generate(Recording(), prompt, seed=seed)
         return recorded
 

@@ -1,8 +1,9 @@
 """Training the text-to-audio parts: the judge, the vocoder and the generator (text encoder + flow).
 
-``edgeaudio train tta -o DIR --part judge|vocoder|generator|all``. Each part trains on its own in
-``DIR/<part>-run`` (progress, checkpoints, resume) and the parts meet in ``DIR/tta.safetensors``
-once the vocoder and the generator both exist. The vocoder learns mel -> audio from composed
+``edgeaudio train tta -o DIR --part judge|vocoder|generator|all``. Each part trains on its own
+(checkpoints in ``DIR/checkpoints/<part>``, resumable, data parallel under torchrun) into
+``DIR/parts/<part>.safetensors``, and the parts meet in ``DIR/weights.safetensors`` (the run
+layout of :class:`edgeaudio.training.TrainingRun`) once the vocoder and the generator both exist. The vocoder learns mel -> audio from composed
 clips of real recordings with spectral losses only; the generator learns the rectified flow from
 noise to the normalised log-mel of composed clips, conditioned on one of their captions (or, one
 time in ten, on the empty prompt, which classifier-free guidance needs), and the prompt's spectral
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from edgeaudio.errors import UsageError
 from edgeaudio.plugins.tta.data import compose_set
 from edgeaudio.plugins.tta.model import HOP, PATCH, LogMel
-from edgeaudio.plugins.tta.task import TRAIN_PARTS, TtaTrainOptions
+from edgeaudio.plugins.tta.task import TtaTrainOptions
 
 SLICE = 250
 VOCODER_FRAMES = 64  # 1 s crops
@@ -30,31 +31,44 @@ PROMPT_DROPOUT = 0.1
 
 
 def train_tta(
-    task, out_dir: str | Path, options: TtaTrainOptions, log: Callable[[str], None] = print
+    task, out_dir: str | Path, options: TtaTrainOptions, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Train ``options.part`` (``options``: those of ``edgeaudio train tta``) under ``out_dir``;
-    returns each part's sidecar, and the assembled weights once vocoder and generator both exist."""
-    o = options
-    if o.part not in TRAIN_PARTS:
-        raise UsageError(f"unknown part '{o.part}'", hint=f"choose one of {', '.join(TRAIN_PARTS)}")
-    if o.threads:
-        torch.set_num_threads(int(o.threads))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    done: dict[str, Any] = {}
-    if o.part in ("judge", "all"):
-        from edgeaudio.plugins.tta.judge import train_judge
+    """Train ``options.part`` (``options``: those of ``edgeaudio train tta``) into the run folder
+    ``out_dir`` (see :class:`edgeaudio.training.TrainingRun`): each part's weights go to
+    ``parts/``, and ``weights.safetensors`` is assembled once the vocoder and the generator both
+    exist (from this command or an earlier one into the same folder). Returns the run's result,
+    with the parts written. Under torchrun every process trains its share of each part; rank 0
+    alone scores and writes."""
+    from edgeaudio.training import TrainingRun
 
-        done["judge"] = train_judge(out, o.judge_epochs, o.seed, library=o.library, progress=o.progress, log=log)
-    if o.part in ("vocoder", "all"):
-        done["vocoder"] = train_vocoder(task, out, o.vocoder_epochs, o.seed, o.library, o.progress, log,
-                                        clips=o.vocoder_clips, lr=o.vocoder_lr, init=o.init)  # fmt: skip
-    if o.part in ("generator", "all"):
-        done["generator"] = train_generator(task, out, o.clips, o.epochs, o.seed, o.batch_size, o.lr, o.library, o.progress,
-                                            log, init=o.init, single=o.single, flow_detail=o.flow_detail, ema=o.ema)  # fmt: skip
-    if (out / "vocoder.safetensors").is_file() and (out / "generator.safetensors").is_file():
-        done["weights"] = str(assemble(task, out, log))
-    return done
+    o = options
+    with TrainingRun(task, out_dir, o) as run:
+        say = (log or run.say) if run.main else (lambda line: None)
+        if o.library and not Path(o.library).is_dir():
+            raise UsageError(f"--library {o.library} is not a folder", hint="give an event library folder (one folder per class)")
+        if o.init and o.init != "default" and not Path(o.init).is_file():
+            raise UsageError(f"no weights to start from at {o.init}", hint="pass a .safetensors file, or 'default'")
+        if o.threads:
+            torch.set_num_threads(int(o.threads))
+        if o.part in ("judge", "all"):
+            from edgeaudio.plugins.tta.judge import train_judge
+
+            train_judge(run, o, log=say)
+        if o.part in ("vocoder", "all"):
+            train_vocoder(run, task, o, say)
+        if o.part in ("generator", "all"):
+            train_generator(run, task, o, say)
+        if not run.main:
+            return run.finish(None, None)
+        parts = {part: str(run.part_weights(part)) for part in ("judge", "vocoder", "generator")
+                 if run.part_weights(part).is_file()}
+        if not ("vocoder" in parts and "generator" in parts):
+            missing = [part for part in ("vocoder", "generator") if part not in parts]
+            say(f"no text-to-audio weights yet: train the {' and the '.join(missing)} into {run.root} "
+                f"(--part {missing[0]})")
+            return run.finish(None, None, parts=parts)
+        net, sidecar = assemble(run, task)
+        return run.finish(net, sidecar, parts=parts)
 
 
 def normalizer(task) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -93,19 +107,24 @@ def spectral_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return total / 3
 
 
-def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, log, clips: int = 600, lr: float = 1e-3,
-                  init: str | None = None) -> dict[str, Any]:  # fmt: skip
+def train_vocoder(run, task, options: TtaTrainOptions, log) -> dict[str, Any]:
+    """Train (or fine-tune from ``options.init``) the vocoder and write the run's vocoder part;
+    returns its sidecar."""
     from edgeaudio.plugins.shared.event_library import open_library
-    from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
+    from edgeaudio.training import cosine_adamw, fit, load_weights, main_process_first, seed_everything
 
+    o = options
+    clips, seed = o.vocoder_clips, o.seed
     log(f"vocoder: composing {clips} training clips and 40 held-out clips")
-    train_audio = np.stack([c.audio for c in compose_set(open_library(library, held_out=False), clips, seed + 10)])
-    test_audio = torch.from_numpy(np.stack([c.audio for c in compose_set(open_library(library, held_out=True), 40, seed + 11, augment=False)]))
+    with main_process_first():  # rank 0 builds the built-in library on first use
+        train_library = open_library(o.library, held_out=False)
+    train_audio = np.stack([c.audio for c in compose_set(train_library, clips, seed + 10)])
+    test_audio = torch.from_numpy(np.stack([c.audio for c in compose_set(open_library(o.library, held_out=True), 40, seed + 11, augment=False)]))
     to_mel = normalizer(task)
     samples = VOCODER_FRAMES * HOP
     seed_everything(seed)
     net = task.build_model()
-    start = _start_from(net, init, task.default_checkpoint(), "vocoder", log) if init else None
+    start = _start_from(net, o.init, task.default_checkpoint(), "vocoder", log) if o.init else None
     vocoder = net.vocoder
 
     def loss_fn(net, audio):
@@ -123,19 +142,20 @@ def train_vocoder(task, out: Path, epochs: int, seed: int, library, progress, lo
         return {"mel_l1": float(F.l1_loss(to_mel(output)[:, :, 4 : frames - 4], mel[:, :, 4 : frames - 4])),
                 "spectral": float(spectral_loss(output, test_audio[:, : output.shape[1]]))}  # fmt: skip
 
-    config = TrainConfig(out / "vocoder-run", epochs=epochs, batch_size=16, lr=lr, weight_decay=1e-4, seed=seed,
-                         grad_clip=1.0, best_metric="val_mel_l1", best_mode="min", progress=progress, device="cpu")  # fmt: skip
-    factory, on_epoch_end = cosine_adamw(config.lr, epochs, floor=0.05)
+    config = run.config("vocoder", epochs=o.vocoder_epochs, batch_size=16, lr=o.vocoder_lr, weight_decay=1e-4, seed=seed,
+                        grad_clip=1.0, best_metric="val_mel_l1", best_mode="min", device="cpu")  # fmt: skip
+    factory, on_epoch_end = cosine_adamw(config.lr, o.vocoder_epochs, floor=0.05)
     result = fit(vocoder, AudioCrops(train_audio, samples), loss_fn, config, val_fn=val_fn,
                  optimizer_factory=factory, on_epoch_end=on_epoch_end)  # fmt: skip
+    if not run.main:
+        return {}
     load_weights(vocoder, result.best_checkpoint or result.last_checkpoint)
     metrics = val_fn(vocoder.eval())
-    save_weights(vocoder, out / "vocoder.safetensors")
     log("vocoder held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    info = {"held_out": metrics, "history": result.history, "train_clips": clips, "seed": seed + 10, "epochs": epochs,
-            "lr": lr, "init": start}  # fmt: skip
-    (out / "vocoder.json").write_text(json.dumps(info, indent=1) + "\n")
-    return info
+    data = {"train_clips": clips, "held_out_clips": 40, "clip_seed": seed + 10, "library": str(o.library or "builtin")}
+    sidecar = run.sidecar({}, result, data=data, metrics=metrics, init=start)
+    run.write(vocoder, run.part_weights("vocoder"), sidecar)
+    return sidecar
 
 
 # -- generator ------------------------------------------------------------------------------------------
@@ -198,31 +218,33 @@ def _mel_corpus(task, library, count: int, seed: int, held_out: bool, log,
     return torch.cat(mels), prompts, labels
 
 
-def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_size: int, lr: float, library, progress, log,
-                    init: str | None = None, single: float = 0.5, flow_detail: int | None = None,
-                    ema: float | None = None) -> dict[str, Any]:  # fmt: skip
-    """Train (or fine-tune from ``init``) the text encoder and flow network. With ``ema`` the
-    weights kept are the moving average (decay per step), and the sidecar also records the held-out
-    loss of the raw last weights."""
+def train_generator(run, task, options: TtaTrainOptions, log) -> dict[str, Any]:
+    """Train (or fine-tune from ``options.init``) the text encoder and flow network and write the
+    run's generator part; returns its sidecar. With ``options.ema`` the weights kept are the moving
+    average (decay per step), and the sidecar also records the held-out loss of the raw last weights."""
     from edgeaudio.events.build_library import training_edition
     from edgeaudio.plugins.shared.event_library import library_packages, open_library
-    from edgeaudio.training import TrainConfig, cosine_adamw, fit, load_weights, save_weights, seed_everything
+    from edgeaudio.training import cosine_adamw, fit, load_weights, main_process_first, seed_everything
 
+    o = options
+    clips, seed, single = o.clips, o.seed, o.single
     log(f"generator: composing {clips} training clips (augmented, {single:.0%} with one class) and 100 held-out clips")
-    mels, prompts, _ = _mel_corpus(task, library, clips, seed, False, log, single)
-    test_mels, test_prompts, _ = _mel_corpus(task, library, 100, seed + 1, True, log)
+    with main_process_first():  # rank 0 builds the built-in library on first use
+        open_library(o.library, held_out=False)
+    mels, prompts, _ = _mel_corpus(task, o.library, clips, seed, False, log, single)
+    test_mels, test_prompts, _ = _mel_corpus(task, o.library, 100, seed + 1, True, log)
     mean, std = task.config["mel_mean"], task.config["mel_std"]
     shipped = task.default_checkpoint()  # before the config may change to add the detail head
     task.config.update(seed=seed)
-    if flow_detail is not None:
-        task.config.update(flow_detail=int(flow_detail))
+    if o.flow_detail is not None:
+        task.config.update(flow_detail=int(o.flow_detail))
     mels, test_mels = (mels - mean) / std, (test_mels - mean) / std
     vocab = task.vocabulary
     seed_everything(seed)
     net = task.build_model()
-    start = _start_from(net, init, shipped, "generator", log) if init else None
-    if init and not (out / "vocoder.safetensors").is_file():
-        save_weights(net.vocoder, out / "vocoder.safetensors")
+    start = _start_from(net, o.init, shipped, "generator", log) if o.init else None
+    if o.init and not run.part_weights("vocoder").is_file() and run.main:
+        run.write(net.vocoder, run.part_weights("vocoder"), run.sidecar({}, {}, data={"taken_from": start}, init=start))
         log(f"vocoder: taken from {start['path']}")
     generator = torch.nn.ModuleDict({"text": net.text, "flow": net.flow})
     max_tokens, pad = task.config["max_tokens"], vocab.pad
@@ -239,12 +261,13 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
         flow, envelope = flow_loss(model["text"], model["flow"], test_mels, test_tokens, pad, torch.Generator().manual_seed(0))
         return {"flow_loss": float(flow), "envelope_loss": float(envelope)}
 
-    config = TrainConfig(out / "generator-run", epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, seed=seed,
-                         grad_clip=1.0, best_metric="val_flow_loss", best_mode="min", progress=progress, device="cpu",
-                         ema=ema)  # fmt: skip
-    factory, on_epoch_end = cosine_adamw(lr, epochs, floor=0.05)
+    config = run.config("generator", epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=0.01, seed=seed,
+                        grad_clip=1.0, best_metric="val_flow_loss", best_mode="min", device="cpu", ema=o.ema)  # fmt: skip
+    factory, on_epoch_end = cosine_adamw(o.lr, o.epochs, floor=0.05)
     result = fit(generator, PromptedMels(mels, prompts, vocab, max_tokens), loss_fn, config, val_fn=val_fn,
                  optimizer_factory=factory, on_epoch_end=on_epoch_end)  # fmt: skip
+    if not run.main:
+        return {}
     load_weights(generator, result.last_checkpoint)
     metrics = val_fn(generator.eval())
     raw = None
@@ -254,16 +277,15 @@ def train_generator(task, out: Path, clips: int, epochs: int, seed: int, batch_s
         metrics = val_fn(generator)
         log(f"generator: keeping the weight average (held-out flow loss {metrics['flow_loss']:.4f}; "
             f"raw last weights {raw['flow_loss']:.4f})")  # fmt: skip
-    save_weights(generator, out / "generator.safetensors")
-    averaged = {"ema": ema, "held_out_raw_weights": raw} if raw is not None else {}
-    info = {"held_out": metrics, **averaged, "history": result.history, "train_clips": clips, "held_out_clips": 100, "seed": seed,
-            "single_class_share": single, "init": start, "lr": lr, "epochs": epochs,
-            "flow_detail": task.config.get("flow_detail", 0),
-            "library_edition": training_edition(library),
-            "library_packages": library_packages(open_library(library, held_out=False).root)}  # fmt: skip
-    (out / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
+    data = {"train_clips": clips, "held_out_clips": 100, "single_class_share": single,
+            "library": str(o.library or "builtin"), "library_edition": training_edition(o.library),
+            "library_packages": library_packages(open_library(o.library, held_out=False).root)}  # fmt: skip
+    details = {"ema": o.ema, "held_out_raw_weights": raw} if raw is not None else {}
+    sidecar = run.sidecar({"seed": seed, "flow_detail": task.config.get("flow_detail", 0)}, result, data=data,
+                          metrics=metrics, details=details, init=start)
+    run.write(generator, run.part_weights("generator"), sidecar)
     log(f"generator held-out flow loss {metrics['flow_loss']:.4f}")
-    return info
+    return sidecar
 
 
 def _start_from(net, init: str, shipped: str | None, part: str, log) -> dict[str, str]:
@@ -283,20 +305,19 @@ def _start_from(net, init: str, shipped: str | None, part: str, log) -> dict[str
     return start
 
 
-def assemble(task, out: Path, log) -> Path:
-    """Vocoder + generator weights -> ``tta.safetensors`` with a sidecar holding the config."""
-    from edgeaudio.training import load_weights, save_weights
+def assemble(run, task) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The text-to-audio model from the run's vocoder and generator parts, and its sidecar: the
+    config (with the generator's seed and detail head), each part's metrics and training."""
+    from edgeaudio.training import load_weights
 
-    info = json.loads((out / "generator.json").read_text())
-    task.config.update(seed=info["seed"], flow_detail=info.get("flow_detail", task.config.get("flow_detail", 0)))
+    vocoder, generator = (json.loads(run.part_weights(p).with_suffix(".json").read_text()) for p in ("vocoder", "generator"))
+    task.config.update(generator["config"])
     net = task.build_model()
-    load_weights(torch.nn.ModuleDict({"text": net.text, "flow": net.flow}), out / "generator.safetensors")
-    load_weights(net.vocoder, out / "vocoder.safetensors")
-    weights = out / "tta.safetensors"
-    save_weights(net, weights)
-    sidecar = {"config": task.config, "generator": {k: v for k, v in info.items() if k != "history"}}
-    if (out / "vocoder.json").is_file():
-        sidecar["vocoder"] = {k: v for k, v in json.loads((out / "vocoder.json").read_text()).items() if k != "history"}
-    weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
-    log(f"wrote {weights}")
-    return weights
+    load_weights(torch.nn.ModuleDict({"text": net.text, "flow": net.flow}), run.part_weights("generator"))
+    load_weights(net.vocoder, run.part_weights("vocoder"))
+    parts = {"generator": generator, "vocoder": vocoder}
+    metrics = {f"{name}_{key}": value for name, part in parts.items() for key, value in part["metrics"].items()}
+    training = {name: part["training"]["model"] for name, part in parts.items() if "model" in part["training"]}
+    details = {name: {key: part[key] for key in ("command", "data", "details", "init")} for name, part in parts.items()}
+    return net, run.sidecar(task.config, training, data=generator["data"], metrics=metrics, details=details,
+                            init=generator["init"])

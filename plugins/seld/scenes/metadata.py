@@ -40,6 +40,11 @@ def write_csv(path: str | Path, rows: list[EventRow]) -> Path:
 
 def read_csv(path: str | Path) -> list[EventRow]:
     """Read a DCASE metadata CSV (5 or 6 columns, optional header); UsageError names a bad line."""
+    return [row for _, row in read_csv_lines(path)]
+
+
+def read_csv_lines(path: str | Path) -> list[tuple[int, EventRow]]:
+    """``read_csv`` with each row's line number, for checks that name the line they refuse."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no metadata CSV at {path}")
@@ -48,7 +53,7 @@ def read_csv(path: str | Path) -> list[EventRow]:
         for line_no, fields in enumerate(csv.reader(f), start=1):
             if not fields or (line_no == 1 and not fields[0].strip().lstrip("-").isdigit()):
                 continue
-            rows.append(_parse_row(fields, path, line_no))
+            rows.append((line_no, _parse_row(fields, path, line_no)))
     return rows
 
 

@@ -180,7 +180,7 @@ def synthesize_dataset(
     _write_description(out, config, library, mics, seed)
     todo = [i for i in range(n_scenes) if not _scene_done(out, i)]
     jobs = [(config, library, mics, _scene_seed(seed, i), out, scene_name(i)) for i in todo]
-    bar = tqdm(total=n_scenes, initial=n_scenes - len(todo), desc="scenes", unit="scene", disable=not progress)
+    bar = tqdm(total=n_scenes, initial=n_scenes - len(todo), desc="scenes", unit="scene", disable=None if progress else True)
     if workers <= 1:
         for job in jobs:
             _render_to_files(*job)
@@ -208,7 +208,7 @@ def scene_name(index: int) -> str:
 
 def draw_room(config: SceneConfig, rng: np.random.Generator) -> Room:
     """A random shoebox; RT60s too short for its size (absorption above 1) are raised to the minimum."""
-    pra = require("pyroomacoustics", "synth")
+    pra = require("pyroomacoustics")
     size = rng.uniform(config.room_size_min, config.room_size_max)
     volume, surface = float(np.prod(size)), 2.0 * float(size[0] * size[1] + size[1] * size[2] + size[0] * size[2])
     shortest = 24 * math.log(10) * volume / (SPEED_OF_SOUND * surface)
@@ -302,7 +302,7 @@ def _render_events(
     config: SceneConfig, room: Room, mic_offsets: np.ndarray, events: list[_Event], rng: np.random.Generator
 ) -> np.ndarray:
     """Convolve every event with its room responses and add it to the scene at its onset."""
-    scipy_signal = require("scipy.signal", "synth")
+    scipy_signal = require("scipy.signal")
     scene = np.zeros((len(mic_offsets), config.n_frames * config.hop_samples))
     if not events:
         return scene
@@ -343,7 +343,7 @@ def _early_rirs(
     tail, the image sources fade out where the tail takes over. Ray tracing draws from
     pyroomacoustics' global generators, which are seeded from ``rng`` to stay reproducible.
     """
-    pra = require("pyroomacoustics", "synth")
+    pra = require("pyroomacoustics")
     if config.ray_tracing:
         pra.random.seed(int(rng.integers(2**31)))
     sim = pra.ShoeBox(
@@ -403,7 +403,7 @@ def diffuse_noise(
     frequency bin mixes independent noises through the Cholesky factor of that coherence matrix.
     ``slope`` shapes the power spectrum as 1/f^slope (0 white, 1 pink, 2 brown).
     """
-    fft = require("scipy.fft", "synth")
+    fft = require("scipy.fft")
     n_fft = fft.next_fast_len(n_samples, real=True)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     distances = np.linalg.norm(mic_offsets[:, None, :] - mic_offsets[None, :, :], axis=-1)
@@ -489,7 +489,7 @@ def _scene_done(out: Path, index: int) -> bool:
 
 def _render_to_files(config, library, mics, seed, out: Path, name: str) -> str:
     """Worker body: render one scene and write it; the CSV lands last, marking the scene done."""
-    sf = require("soundfile", "mic")
+    sf = require("soundfile")
     audio, rows = render_scene(config, library, mics, seed)
     wav = out / "mic" / f"{name}.wav"
     partial = wav.with_name(f".{name}.partial.wav")
