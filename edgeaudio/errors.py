@@ -91,6 +91,17 @@ EXTRAS: dict[str, str | None] = {
 }
 
 
+def report(exc: EdgeAudioError) -> int:
+    """Print ``exc`` as the CLI does (an ``error:`` line, then a ``hint:`` line) on stderr and
+    return its exit code: what a ``python -m`` tool does with an edgeaudio error."""
+    import sys
+
+    print(f"error: {exc}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return exc.exit_code
+
+
 def require(module: str, extra: str | None = None):
     """Import ``module`` lazily, turning ImportError into MissingExtra naming the extra that
     installs it: ``extra`` when the caller needs a larger role (a trainer asks for torch as

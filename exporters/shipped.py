@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from edgeaudio.bundle import MANIFEST, load_bundle, pack_archive, write_manifest
-from edgeaudio.errors import EdgeAudioError, ExportError, UsageError, require
+from edgeaudio.errors import EdgeAudioError, ExportError, UsageError, report, require
 from edgeaudio.exporters.pipeline import export_task, plan_export
 from edgeaudio.task import Task
 
@@ -160,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in shipping_tasks(args.tasks or sorted(task_classes())):
             write_shipped_bundle(task, log=lambda message: print(message, file=sys.stderr))
     except EdgeAudioError as exc:
-        print(f"error: {exc}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edgeaudio.errors import EdgeAudioError, UsageError, require
+from edgeaudio.errors import EdgeAudioError, UsageError, report, require
 from edgeaudio.events.cutting import MIN_CLIP, SAMPLE_RATE, cut_events, normalise, read_all
 from edgeaudio.events.cutting import read as _read
 from edgeaudio.events.debian import apt_install as _apt_install
@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build(args.out, install=args.install, edition=check_edition(args.edition))
     except EdgeAudioError as exc:
-        print(f"error: {exc}" + (f"\n  {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 

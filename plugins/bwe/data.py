@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edgeaudio.errors import EdgeAudioError, UsageError, require
+from edgeaudio.errors import EdgeAudioError, UsageError, report, require
 
 SAMPLE_RATE = 16000
 NARROW_RATE = 8000
@@ -428,8 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = build(args.out, install=args.install)
     except EdgeAudioError as exc:
-        print(f"error: {exc}" + (f"\n  {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     print(f"{len(manifest['clips'])} clips in {args.out} (left out: {manifest['dropped']})")
     return 0
 

@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgeaudio.errors import EdgeAudioError, UsageError
+from edgeaudio.errors import EdgeAudioError, UsageError, report
 from edgeaudio.task import EvalSet
 
 SHIPPED = Path(__file__).parent / "validation"
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ship()
     except EdgeAudioError as exc:
-        print(f"error: {exc}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edgeaudio.errors import EdgeAudioError, UsageError, require
+from edgeaudio.errors import EdgeAudioError, UsageError, report, require
 from edgeaudio.plugins.enhance.data import SAMPLE_RATE, Pools, mix, read_mono, write_pairs
 
 SEED = 0
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build(args.out or default_corpus(), install=args.install, ship=args.ship)
     except EdgeAudioError as exc:
-        print(f"error: {exc}" + (f"\n  {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 

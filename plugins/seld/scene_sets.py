@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeaudio.errors import EdgeAudioError, UsageError
+from edgeaudio.errors import EdgeAudioError, UsageError, report
 from edgeaudio.task import EvalSet
 
 SHIPPED = Path(__file__).parent / "validation"
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         for array in args.array or [None]:
             ship(get_task("seld", {"array": array} if array else None))
     except EdgeAudioError as exc:
-        print(f"error: {exc}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 
