@@ -7,8 +7,10 @@ speaker. Choices and progress go to stderr, so stdout stays clean for results.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 import click
 
@@ -270,7 +272,7 @@ def _run_offline_segments(session, input_spec, array, open_sinks, force, recorde
     except Exception:
         source.close()
         raise
-    try:
+    with _delivering(sinks):
         with source:
             for chunk, _ in source:
                 for message in check.update(chunk):
@@ -279,13 +281,6 @@ def _run_offline_segments(session, input_spec, array, open_sinks, force, recorde
         for message in check.finish():
             note(message)
         _write_each(sinks, stream.flush())
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        raise
-    for sink in sinks:
-        sink.close()
-    _note_sinks(sinks)
     return {"ended": "end", "error": None, "audio_seconds": stream.samples_in / rate}
 
 
@@ -339,9 +334,17 @@ def _run_prompt(session, prompt, input_spec, open_sinks, seconds, options: dict)
 
 def _write_all(sinks, results: list) -> None:
     """``results`` to every sink, then close them all; on a failure abort every one (no partial file)."""
-    try:
+    with _delivering(sinks):
         for sink in sinks:
             sink.write(results)
+
+
+@contextmanager
+def _delivering(sinks) -> Iterator[None]:
+    """Close every sink and say what it wrote when the block ends; if it fails, abort them all
+    instead, so no partial file is left."""
+    try:
+        yield
     except BaseException:
         for sink in sinks:
             sink.abort()

@@ -100,10 +100,10 @@ def result_items(results: list[Any]) -> list[Any]:
 
 
 def to_json(item: Any) -> str:
-    return json.dumps(item, default=_plain)
+    return json.dumps(item, default=plain_json)
 
 
-def _plain(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
     """numpy scalars and arrays that decoders leave in results, as JSON numbers and lists."""
     if isinstance(value, np.ndarray):
         return value.tolist()

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgeaudio.errors import AudioInputError, BundleError
+from edgeaudio.live.sinks import plain_json
 from edgeaudio.task import Graph, InputKind, ResultKind, Task
 
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -158,18 +159,10 @@ def _json_checked(value: Any, what: str) -> Any:
     """``value`` after a strict JSON round trip as the JSON-lines output writes it (numpy arrays
     and scalars as lists and numbers; no NaN or infinity), or AssertionError."""
     try:
-        return json.loads(json.dumps(value, allow_nan=False, default=_plain))
+        return json.loads(json.dumps(value, allow_nan=False, default=plain_json))
     except (TypeError, ValueError) as exc:
         raise AssertionError(f"{what} is not JSON-serialisable ({exc}); decoded results must be dicts, lists, str, "
                              f"int, float, bool, None or numpy arrays and scalars, all finite: {str(value)[:200]}") from exc
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _unwindowed(result: Any, what: str) -> Any:
