@@ -1,6 +1,6 @@
 """Speech enhancement vs RNNoise and spectral gating, on the held-out test set, in one process.
 
-    python benchmarks/enhance_vs_rnnoise.py [--threads 1] [--limit N] [--json enhance.json] [--bundle DIR]
+    python benchmarks/enhance_vs_rnnoise.py [--threads 1] [--limit N] [--json enhance.json] [--bundle DIR] [--dfn3]
 
 Every system enhances the same clips: the corpus's held-out mixtures (voices, noise recordings
 and rooms that training never saw; ``python -m edgeaudio.plugins.enhance.build_corpus``), 4 s
@@ -20,6 +20,13 @@ model through a Stream fed 100 ms chunks (runtime overhead included), RNNoise fr
 through its C library (pyrnnoise's ``librnnoise``) with its resampling timed apart; noisereduce
 on whole clips, which it needs. Prints Markdown tables (overall, then SI-SDR improvement per
 input-SNR bucket).
+
+``--dfn3`` (needs ``edgeaudio[dfn3]``) adds DeepFilterNet3 twice: through the wheel's own C runtime
+(libDF, frame by frame through ctypes) and through edgeaudio (``enhance --model dfn3`` exported for
+this host, every backend and precision the export kept), both at 48 kHz (soxr HQ up and down,
+timed apart) and aligned by their fixed 1440-sample (30 ms) lag. edgeaudio's rows are streamed in
+10 ms chunks (one hop per call, the smallest chunk) for their RTF, and record the largest
+difference from the C runtime's output and the SI-SDR between the two.
 """
 
 from __future__ import annotations
@@ -154,6 +161,83 @@ def rnnoise_row(pairs) -> dict:
                       lag=lag)
 
 
+DFN3_RATE, DFN3_HOP, DFN3_LAG = 48000, 480, 1440
+
+
+def _up(audio: np.ndarray) -> np.ndarray:
+    import soxr
+
+    return soxr.resample(audio, SAMPLE_RATE, DFN3_RATE, quality="HQ").astype(np.float32)
+
+
+def _down(audio: np.ndarray, length: int) -> np.ndarray:
+    import soxr
+
+    out = soxr.resample(audio, DFN3_RATE, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    return np.pad(out, (0, max(length - len(out), 0)))[:length]
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    return {"p50": 1000 * float(np.percentile(seconds, 50)), "p99": 1000 * float(np.percentile(seconds, 99))}
+
+
+def dfn3_c_row(pairs) -> tuple[dict, list[np.ndarray]]:
+    """DeepFilterNet3 through the wheel's C runtime (a fresh state per clip, 10 ms hops); also
+    returns its 48 kHz outputs, lag removed, for the agreement figures."""
+    from edgeaudio.plugins.enhance.dfn3_capi import DfnRuntime
+
+    outputs, raw, network, resampling, hops = [], [], Clock(), Clock(), []
+    for pair in tqdm(pairs, desc="dfn3 C runtime", leave=False):
+        with resampling:
+            up = _up(pair.noisy)
+        with DfnRuntime() as runtime, network:
+            out, _ = runtime.process(np.pad(up, (0, DFN3_LAG)), hops)
+        out = out[DFN3_LAG : DFN3_LAG + len(up)]
+        raw.append(out)
+        with resampling:
+            outputs.append(_down(out, len(pair.noisy)))
+    seconds = _audio_seconds(pairs)
+    row = scored_row("DeepFilterNet3 (its C runtime, 48 kHz)", pairs, outputs, network.cpu / seconds,
+                     {"rtf_wall": network.wall / seconds, "rtf_resampling": resampling.cpu / seconds,
+                      "hop_ms": _percentiles(hops)}, lag=0)
+    return row, raw
+
+
+def dfn3_rows(bundle: Path, pairs, threads: int, reference: list[np.ndarray]) -> list[dict]:
+    """DeepFilterNet3 through edgeaudio, one row per backend/precision of its bundle: whole clips
+    (one graph call each) scored, a 10 ms-chunk Stream over all clips timed."""
+    import edgeaudio
+    from edgeaudio.plugins.enhance.metrics import si_sdr
+
+    rows = []
+    for backend, precision in sorted(edgeaudio.load(bundle, backend="onnxruntime").bundle.artifacts()):
+        session = edgeaudio.load(bundle, backend=backend, precision=precision, threads=threads)
+        graph = session.runner.streaming_graph()
+        outputs, raw, clip = [], [], Clock()
+        for pair in tqdm(pairs, desc=f"dfn3 {backend}/{precision}", leave=False):
+            up = _up(pair.noisy)
+            with clip:
+                out = graph.run_offline(up[None], DFN3_LAG)["enhanced"][0, 0, DFN3_LAG:]
+            raw.append(out)
+            outputs.append(_down(out, len(pair.noisy)))
+        joined = np.concatenate([_up(p.noisy) for p in pairs])[None]
+        stream, clock, hops = session.stream(), Clock(), []
+        with clock:
+            for offset in range(0, joined.shape[1], DFN3_HOP):
+                began = time.perf_counter()
+                stream.accept(joined[:, offset : offset + DFN3_HOP])
+                hops.append(time.perf_counter() - began)
+            stream.flush()
+        seconds = joined.shape[1] / DFN3_RATE
+        agreement = [si_sdr(ours, theirs[: len(ours)]) for ours, theirs in zip(raw, reference)]
+        extra = {"rtf_wall": clock.wall / seconds, "rtf_whole_clip": clip.cpu / seconds, "hop_ms": _percentiles(hops),
+                 "vs_c_runtime": {"si_sdr_min": float(np.min(agreement)), "si_sdr_median": float(np.median(agreement)),
+                                  "max_abs_diff": max(float(np.max(np.abs(o - r[: len(o)]))) for o, r in zip(raw, reference))}}
+        rows.append(scored_row(f"DeepFilterNet3 edgeaudio {backend}/{precision}", pairs, outputs, clock.cpu / seconds,
+                               extra, lag=0))
+    return rows
+
+
 def model_rows(bundle: Path, pairs, threads: int) -> list[dict]:
     """One row per backend/precision of the bundle, torch first.
 
@@ -208,6 +292,17 @@ def tables(rows: list[dict]) -> str:
            "|---|" + "---|" * len(buckets)]
     for r in rows:
         per.append(f"| {r['system']} | " + " | ".join(f"{r['metrics'][b]['si_sdr_i']:.2f}" for b in buckets) + " |")
+    dfn3 = [r for r in rows if r.get("hop_ms")]
+    if dfn3:
+        per += ["", "DeepFilterNet3: edgeaudio against its C runtime (48 kHz output, per clip; streamed one 10 ms hop per call):",
+                "", "| system | SI-SDR to the C runtime: min / median (dB) | max abs difference | RTF streamed | "
+                "p50 / p99 per hop (ms) | RTF whole clip |", "|---|---|---|---|---|---|"]
+        for r in dfn3:
+            a = r.get("vs_c_runtime")
+            agreement = f"{a['si_sdr_min']:.1f} / {a['si_sdr_median']:.1f} | {a['max_abs_diff']:.2e}" if a else "(reference) | -"
+            whole = f"{r['rtf_whole_clip']:.4f}" if "rtf_whole_clip" in r else "-"
+            per.append(f"| {r['system']} | {agreement} | {r['rtf']:.4f} | {r['hop_ms']['p50']:.2f} / {r['hop_ms']['p99']:.2f} | "
+                       f"{whole} |")
     return "\n".join(head + per)
 
 
@@ -217,6 +312,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="use only the first N test clips (the order cycles through the SNR buckets)")
     parser.add_argument("--jobs", type=int, default=1, help="processes that compute the metrics (timings stay in one)")
     parser.add_argument("--bundle", type=Path, help="an exported enhance bundle (default: export the shipped weights)")
+    parser.add_argument("--dfn3", action="store_true", help="add DeepFilterNet3: its C runtime and through edgeaudio")
+    parser.add_argument("--dfn3-bundle", type=Path, help="an exported enhance-dfn3 bundle (default: export it)")
     parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -236,6 +333,10 @@ def main() -> None:
         bundle = args.bundle or export_shipped("enhance", Path(tmp) / "enhance")
         rows = [noisy_row(pairs), noisereduce_row(pairs), rnnoise_row(pairs)] + model_rows(bundle, pairs, args.threads)
         reports = load_bundle(bundle).manifest["reports"]
+        if args.dfn3:
+            c_row, reference = dfn3_c_row(pairs)
+            dfn3_bundle = args.dfn3_bundle or export_shipped("enhance-dfn3", Path(tmp) / "enhance-dfn3")
+            rows += [c_row] + dfn3_rows(dfn3_bundle, pairs, args.threads, reference)
     print(tables(rows))
     if args.json:
         info = {"clips": len(pairs), "threads": args.threads, "host": f"{platform.system()} {platform.machine()}",

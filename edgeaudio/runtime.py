@@ -70,13 +70,25 @@ class LoadedGraph:
         frames = {name: value for name, value in out.items() if name not in self._state_outputs}
         return frames, next_state
 
-    def run_offline(self, audio: np.ndarray, latency: int = 0) -> dict[str, np.ndarray]:
+    def run_offline(self, audio: np.ndarray, latency: int = 0, max_samples: int | None = None) -> dict[str, np.ndarray]:
         """A whole clip from zero state, followed by ``latency`` samples of silence so that a
         graph whose output lags its input lets every input sample out; the frames are cut to
-        those the clip accounts for (``frames_for``), which is what a flushed Stream gives."""
+        those the clip accounts for (``frames_for``), which is what a flushed Stream gives.
+        ``max_samples``: at most that many samples (rounded down to whole blocks) per graph call,
+        the state carried from call to call, for a graph whose working memory grows with the
+        length of a call; the output is a flushed Stream's all the same."""
         streaming = self._require_streaming()
         padded = pad_to_block(np.pad(audio, ((0, 0), (0, latency))), streaming.block)
-        frames, _ = self.step(padded, self.initial_state())
+        if max_samples is None or padded.shape[1] <= max_samples:
+            frames, _ = self.step(padded, self.initial_state())
+        else:
+            size = max(max_samples // streaming.block, 1) * streaming.block
+            state, parts = self.initial_state(), {}
+            for start in range(0, padded.shape[1], size):
+                out, state = self.step(padded[:, start : start + size], state)
+                for name, value in out.items():
+                    parts.setdefault(name, []).append(value)
+            frames = {name: np.concatenate(values, axis=streaming.time_axes.get(name, 1)) for name, values in parts.items()}
         return self.cut(frames, 0, self.frames_for(audio.shape[1] + latency))
 
     def frames_for(self, samples: int) -> int:

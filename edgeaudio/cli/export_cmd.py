@@ -9,6 +9,7 @@ from edgeaudio.cli.output import emit_json, note
 
 @click.command("export")
 @click.argument("task")
+@click.option("--model", help="Another model of the task family, e.g. a published one (`edgeaudio plugins` lists each task's models).")
 @click.option("--target", default="x86-cpu", show_default=True, help="Compute-target profile or family (jetson, x86-cpu, rpi5, ...).")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]), help="Precisions to build (default: the profile's).")
 @click.option("--backend", "backends", multiple=True, help="Export targets to build (default: the profile's backends).")
@@ -23,10 +24,12 @@ from edgeaudio.cli.output import emit_json, note
 @click.option("--validation", type=click.Path(exists=True), metavar="DIR",
               help="Judge INT8 on your own data, in the task's format (see its README).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def command(task, target, precisions, backends, checkpoint, output, archive, array, sign, calibration, validation, as_json):
+def command(task, model, target, precisions, backends, checkpoint, output, archive, array, sign, calibration, validation, as_json):
     """Export TASK to a bundle for a target profile, with parity and accuracy checks."""
     from edgeaudio.api import export
+    from edgeaudio.tasks import resolve_model
 
+    task = resolve_model(task, model)
     result = export(task, target=target, precisions=precisions or None, backends=backends or None,
                     checkpoint=checkpoint, output=output, archive=archive, array=array, log=note, sign=sign,
                     calibration=calibration, validation=validation)

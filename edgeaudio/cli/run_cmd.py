@@ -72,6 +72,27 @@ def _task_params(cls) -> list[click.Parameter]:
                          help=format_help + ".")] + extra
 
 
+def _option_value(args: list[str], option: str) -> str | None:
+    """The value given to ``option`` in raw ``args`` (``--model x`` or ``--model=x``), if any."""
+    for index, arg in enumerate(args):
+        if arg == option and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(option + "="):
+            return arg[len(option) + 1:]
+    return None
+
+
+def _model_task(name: str, model: str | None) -> str:
+    """The task ``--model`` picks in family ``name``; ``name`` when it picks none or nothing valid
+    (the command itself reports a bad choice once it runs)."""
+    from edgeaudio.tasks import resolve_model
+
+    try:
+        return resolve_model(name, model)
+    except UsageError:
+        return name
+
+
 class RunCommand(click.Command):
     """``run`` whose options follow the task named first: ``edgeaudio run tta --help`` lists the
     text-to-audio options, ``edgeaudio run seld --help`` the event formats; the core knows none."""
@@ -82,6 +103,8 @@ class RunCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = next((arg for arg in args if not arg.startswith("-")), None)
+        if first is not None:
+            first = _model_task(first, _option_value(args, "--model"))
         self.params = list(self._core_params) + _task_params(_task_class(first) if first else None)
         return super().parse_args(ctx, args)
 
@@ -109,6 +132,7 @@ class RunCommand(click.Command):
               help="Stop after this much audio; for tasks that generate from text, the length to generate.")
 @click.option("--stats", is_flag=True, help="Print latency, real-time factor and drop counts at the end.")
 @click.option("--json", "as_json", is_flag=True, help='Print the summary as one JSON line {"summary": ...} at the end.')
+@click.option("--model", help="Another model of the task family, e.g. a published one (`edgeaudio plugins` lists each task's models).")
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--precision", default="auto", show_default=True)
 @click.option("--stream/--offline", default=True, show_default=True,
@@ -120,8 +144,8 @@ class RunCommand(click.Command):
 @click.option("--force", is_flag=True, help="Run an array model on audio from another array (its directions will be wrong).")
 @click.option("--trust", multiple=True, type=click.Path(dir_okay=False), metavar="PUBKEY",
               help="Run only a bundle signed by this public key (repeatable; see also EDGEAUDIO_TRUST).")
-def command(task_or_bundle, prompt, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, backend,
-            precision, stream, chunk_ms, every, force, trust, fmt, **task_options):  # fmt: skip
+def command(task_or_bundle, prompt, input_spec, array, device_index, output, udp, speaker, seconds, stats, as_json, model,
+            backend, precision, stream, chunk_ms, every, force, trust, fmt, **task_options):  # fmt: skip
     """Run a task (its default bundle) or a bundle on a file, a simulated array or a live array;
     tasks that generate audio from text take a PROMPT instead: edgeaudio run tta "a horn honks twice" -o out.wav
 
@@ -133,7 +157,9 @@ def command(task_or_bundle, prompt, input_spec, array, device_index, output, udp
     from edgeaudio.task import InputKind
 
     from edgeaudio.live.sinks import check_outputs
+    from edgeaudio.tasks import resolve_model
 
+    task_or_bundle = resolve_model(task_or_bundle, model)
     sinks_wanted = {name[len("sink_"):]: value for name, value in task_options.items() if name.startswith("sink_") and value}
     check_outputs({"--output": output, **{f"--{name}": value for name, value in sinks_wanted.items()}},
                   {"--input": input_spec, "the bundle": task_or_bundle if Path(task_or_bundle).exists() else None})

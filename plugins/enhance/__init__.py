@@ -9,6 +9,8 @@ from edgeaudio.hookspecs import hookimpl
 
 @hookimpl
 def register_tasks(register):
+    from edgeaudio.plugins.enhance.dfn3_task import Dfn3Task
     from edgeaudio.plugins.enhance.task import EnhanceTask
 
     register(EnhanceTask)
+    register(Dfn3Task)

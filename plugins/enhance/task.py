@@ -70,6 +70,7 @@ class EnhanceTask(Task):
     channels = 1
     latency = DELAY  # the output is the input 16 ms (N_FFT - HOP samples) earlier
     gate = MetricGate("si_sdr", max_drop=0.5, higher_is_better=True)
+    models = {"dfn3": "enhance-dfn3"}  # DeepFilterNet3 from its wheel (dfn3_task.py)
 
     def default_config(self) -> dict[str, Any]:
         return {"conv_channels": 128, "gru_hidden": 128, "gru_layers": 2}
@@ -149,13 +150,7 @@ class EnhanceTask(Task):
 
     # -- running -------------------------------------------------------------------------------
     def prepare_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim == 2 and audio.shape[0] > 1:
-            raise AudioInputError(
-                f"audio has {audio.shape[0]} channels; task 'enhance' takes one microphone",
-                hint="mix it down to mono first (e.g. audio.mean(axis=0), or `sox in.wav -c 1 mono.wav`)",
-            )
-        return super().prepare_audio(audio, sample_rate)
+        return super().prepare_audio(mono_only(self.name, audio), sample_rate)
 
     def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0) -> dict[str, Any]:
         """Raw output -> ``{"start_sample", "sample_rate", "audio" [samples] float32}`` aligned
@@ -180,6 +175,17 @@ class EnhanceTask(Task):
         from edgeaudio.plugins.enhance.train import train_enhance
 
         return train_enhance(self, out_dir, options or EnhanceTrainOptions())
+
+
+def mono_only(task: str, audio: np.ndarray) -> np.ndarray:
+    """``audio`` as float32, refused with a message when it has more than one channel."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2 and audio.shape[0] > 1:
+        raise AudioInputError(
+            f"audio has {audio.shape[0]} channels; task '{task}' takes one microphone",
+            hint="mix it down to mono first (e.g. audio.mean(axis=0), or `sox in.wav -c 1 mono.wav`)",
+        )
+    return audio
 
 
 def enhance_audio(graph, audio: np.ndarray) -> np.ndarray:
