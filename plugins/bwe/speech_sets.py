@@ -14,14 +14,15 @@ its Debian package, version and licence. Maintainers write them with the corpus 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from edgeaudio.errors import EdgeAudioError, UsageError, report
+from edgeaudio.errors import UsageError
+from edgeaudio.plugins.shared.validation_sets import cleared, licence_summary, ship_main, write_sources
 from edgeaudio.task import EvalSet
 
+COMMAND = "python -m edgeaudio.plugins.bwe.speech_sets"
 SHIPPED = Path(__file__).parent / "validation"
 AUDIO_SUFFIXES = (".wav", ".flac")
 RATE = 16000
@@ -82,38 +83,25 @@ def ship(log=print) -> Path:
     read: list = []
     clips = [_NotedClip(c, read) for c in read_corpus(corpus) if c.split == "val"]
     items = utterances(clips, VALIDATION_SECONDS, per_voice=4)[:VALIDATION_ITEMS]
-    SHIPPED.mkdir(exist_ok=True)
-    for old in SHIPPED.glob("*.flac"):
-        old.unlink()
+    cleared(SHIPPED, ".flac")
     for index, (voice, wide) in enumerate(items):
         sf.write(SHIPPED / f"{index:04d}-{voice}.flac", wide, RATE, format="FLAC", subtype="PCM_16", compression_level=1.0)
     listed = {entry["file"]: entry for entry in json.loads((corpus / "SOURCES.json").read_text())["clips"]}
     used = [listed[str(path.relative_to(corpus))] for path in dict.fromkeys(read)]
+    summary = licence_summary(used)
     sources = {
-        "generator": "python -m edgeaudio.plugins.bwe.speech_sets --ship",
+        "generator": f"{COMMAND} --ship",
         "what": f"{len(items)} wideband utterances of {VALIDATION_SECONDS:g} s (validation clips of the speech corpus, "
                 "at most 4 per voice, joined 0.15 s apart), 16 kHz, 16-bit FLAC; the narrowband input is made from each",
         "corpus": "python -m edgeaudio.plugins.bwe.data",
-        "licences": sorted({entry["licence"] for entry in used}),
-        "packages": {p: {"version": next(e["version"] for e in used if e["package"] == p),
-                         "licences": sorted({e["licence"] for e in used if e["package"] == p})}
-                     for p in sorted({e["package"] for e in used})},
-        "clips": used,
+        "licences": summary["licences"], "packages": summary["packages"], "clips": used,
     }  # fmt: skip
-    (SHIPPED / "SOURCES.json").write_text(json.dumps(sources, indent=1) + "\n")
-    log(f"{SHIPPED}: {len(items)} utterances from {len(used)} clips, licences {', '.join(sources['licences'])}")
+    write_sources(SHIPPED, sources, f"{len(items)} utterances", log)
     return SHIPPED
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgeaudio.plugins.bwe.speech_sets", description=__doc__.split("\n")[0])
-    parser.add_argument("--ship", action="store_true", required=True, help="write the shipped validation utterances")
-    parser.parse_args(argv)
-    try:
-        ship()
-    except EdgeAudioError as exc:
-        return report(exc)
-    return 0
+    return ship_main(COMMAND, __doc__, "validation utterances", lambda args: ship(), argv)
 
 
 if __name__ == "__main__":

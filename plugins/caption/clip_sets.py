@@ -16,15 +16,16 @@ with its Debian package, version and licence. Maintainers write them with the ev
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
-from edgeaudio.errors import EdgeAudioError, UsageError, report
+from edgeaudio.errors import UsageError
+from edgeaudio.plugins.shared.validation_sets import cleared, ship_main, write_sources
 from edgeaudio.task import EvalSet
 
+COMMAND = "python -m edgeaudio.plugins.caption.clip_sets"
 SHIPPED = Path(__file__).parent / "validation"
 CAPTIONS = "captions.csv"
 OPUS_LEVEL = 0.9  # libsndfile's compression level for Opus: about 32 kbit/s at 16 kHz mono
@@ -76,9 +77,7 @@ def ship(log=print) -> Path:
     edition = session.task.config["library_edition"]
     library = NotingLibrary(open_library(held_out=True, edition=edition))
     clips = synthesize_set(library, VALIDATION_CLIPS, VALIDATION_SEED)
-    (SHIPPED / "clips").mkdir(parents=True, exist_ok=True)
-    for old in (SHIPPED / "clips").iterdir():
-        old.unlink()
+    cleared(SHIPPED / "clips")
     rows = []
     for index, clip in enumerate(clips):
         name = f"clips/{index:04d}.opus"
@@ -92,28 +91,20 @@ def ship(log=print) -> Path:
     scores = {label: {k: round(v, 4) for k, v in session.task.evaluate(session.runner, data).items()}
               for label, data in (("composed", clips), ("shipped", read_captioned(SHIPPED)))}
     sources = {
-        "generator": "python -m edgeaudio.plugins.caption.clip_sets --ship",
+        "generator": f"{COMMAND} --ship",
         "what": f"{len(clips)} clips of 10 s composed (seed {VALIDATION_SEED}) from the event library's held-out clips, "
                 "with five reference captions and the event classes each; Ogg Opus, 16 kHz mono",
         "library_edition": edition,
         "scores_of_the_shipped_model": scores,
         **library.sources(),
     }  # fmt: skip
-    (SHIPPED / "SOURCES.json").write_text(json.dumps(sources, indent=1) + "\n")
-    log(f"{SHIPPED}: {len(clips)} clips from {len(sources['clips'])} library clips, licences {', '.join(sources['licences'])}")
+    write_sources(SHIPPED, sources, f"{len(clips)} clips", log, drawn="library clips")
     log(f"the shipped model before and after the Opus coding: {scores}")
     return SHIPPED
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgeaudio.plugins.caption.clip_sets", description=__doc__.split("\n")[0])
-    parser.add_argument("--ship", action="store_true", required=True, help="write the shipped validation clips")
-    parser.parse_args(argv)
-    try:
-        ship()
-    except EdgeAudioError as exc:
-        return report(exc)
-    return 0
+    return ship_main(COMMAND, __doc__, "validation clips", lambda args: ship(), argv)
 
 
 if __name__ == "__main__":

@@ -21,15 +21,16 @@ package, version and licence. Maintainers write them with the event library buil
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from edgeaudio.errors import EdgeAudioError, UsageError, report
+from edgeaudio.errors import UsageError
+from edgeaudio.plugins.shared.validation_sets import cleared, ship_main, write_sources
 from edgeaudio.task import EvalSet
 
+COMMAND = "python -m edgeaudio.plugins.seld.scene_sets"
 SHIPPED = Path(__file__).parent / "validation"
 AUDIO_SUFFIXES = (".wav", ".flac")
 LAYOUT = "DIR/classes.json, DIR/mic/NAME.wav|.flac and DIR/metadata/NAME.csv (DCASE rows)"
@@ -116,39 +117,32 @@ def ship(task, log=print) -> Path:
         config = scene_config(VALIDATION_SEED)
         synthesize(Path(tmp), config, library, task.array_profile().positions, VALIDATION_SCENES, workers=1, progress=False)
         for folder in ("mic", "metadata"):
-            (out / folder).mkdir(parents=True, exist_ok=True)
-            for old in (out / folder).iterdir():
-                old.unlink()
+            cleared(out / folder)
         for wav in sorted((Path(tmp) / "mic").glob("*.wav")):
             audio, rate = sf.read(wav, dtype="int16")
             sf.write(out / "mic" / f"{wav.stem}.flac", audio, rate, format="FLAC", subtype="PCM_16", compression_level=1.0)
             (out / "metadata" / f"{wav.stem}.csv").write_bytes((Path(tmp) / "metadata" / f"{wav.stem}.csv").read_bytes())
         (out / "classes.json").write_bytes((Path(tmp) / "classes.json").read_bytes())
     sources: dict[str, Any] = {
-        "generator": f"python -m edgeaudio.plugins.seld.scene_sets --ship --array {task.array}",
+        "generator": f"{COMMAND} --ship --array {task.array}",
         "what": f"{VALIDATION_SCENES} scenes of {config.duration:g} s for {task.array}, synthesized (seed {VALIDATION_SEED}) "
                 "in simulated rooms with diffuse coloured noise from the event library's held-out clips; 16-bit FLAC",
         "array": task.array, "classes": list(task.classes), "library_edition": task.config.get("library_edition"),
         **library.sources(),
     }  # fmt: skip
-    (out / "SOURCES.json").write_text(json.dumps(sources, indent=1) + "\n")
-    log(f"{out}: {VALIDATION_SCENES} scenes from {len(sources['clips'])} clips, licences {', '.join(sources['licences'])}")
+    write_sources(out, sources, f"{VALIDATION_SCENES} scenes", log)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     from edgeaudio.tasks import get_task
 
-    parser = argparse.ArgumentParser(prog="python -m edgeaudio.plugins.seld.scene_sets", description=__doc__.split("\n")[0])
-    parser.add_argument("--ship", action="store_true", required=True, help="write the shipped validation scenes")
-    parser.add_argument("--array", action="append", help="array profile (default: the default model's)")
-    args = parser.parse_args(argv)
-    try:
+    def ship_arrays(args) -> None:
         for array in args.array or [None]:
             ship(get_task("seld", {"array": array} if array else None))
-    except EdgeAudioError as exc:
-        return report(exc)
-    return 0
+
+    array = {"action": "append", "help": "array profile (default: the default model's)"}
+    return ship_main(COMMAND, __doc__, "validation scenes", ship_arrays, argv, {"--array": array})
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeaudio.events import EventLibrary
+from edgeaudio.plugins.shared.validation_sets import licence_summary
 
 TEST_FRACTION = 0.2
 
@@ -54,9 +55,4 @@ class NotingLibrary(EventLibrary):
         listed = json.loads((self.root / "SOURCES.json").read_text())
         drawn = {path.relative_to(self.root).as_posix() for path in self.drawn}
         clips = [clip for clip in listed["clips"] if clip["file"] in drawn]
-        packages: dict[str, Any] = {}
-        for clip in clips:
-            entry = packages.setdefault(clip["package"], {"version": clip["version"], "licences": []})
-            entry["licences"] = sorted({*entry["licences"], clip["licence"]})
-        return {"library": listed["generator"], "edition": listed.get("edition"), "packages": dict(sorted(packages.items())),
-                "licences": sorted({clip["licence"] for clip in clips}), "clips": clips}
+        return {"library": listed["generator"], "edition": listed.get("edition"), **licence_summary(clips), "clips": clips}
