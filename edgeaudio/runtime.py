@@ -232,6 +232,9 @@ class Stream:
         task = self.session.task
         if self._finished:
             raise UsageError("this stream was flushed (end of input); open a new one with session.stream()")
+        # one contiguous float32 copy of a strided chunk (a slice of a longer recording, or a
+        # transposed capture), made before the checks: they then read it in place, and so does the graph
+        chunk = np.asarray(chunk, dtype=np.float32, order="C")
         chunk = task.prepare_audio(chunk, task.sample_rate if sample_rate is None else sample_rate)
         count, filled = chunk.shape[1], self._filled
         self.samples_in += count

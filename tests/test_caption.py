@@ -425,3 +425,27 @@ def test_cli_captions_a_long_file_every_window(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(line["start_s"], line["end_s"]) for line in lines] == [(0.0, 2.0), (2.0, 4.0), (4.0, 5.0)]
     assert all(isinstance(line["caption"], str) and line["caption"] for line in lines)
+
+
+def test_the_guide_reads_a_history_as_the_keyword_match_of_its_decoded_caption(caption_plugin):
+    """The guide adds up a history's words token by token and matches a prepared keyword table;
+    its bias must be the one ``mentioned_classes(vocab.decode(history))`` implies, with specials,
+    ``<unk>`` and a mid-history ``<eos>`` (decode stops there) in the histories."""
+    from edgeaudio.tasks import get_task
+
+    task = get_task("caption", {"tag_word_bonus": 2.0})
+    vocab, c = task.vocabulary, task.config
+    guide = task._guide(np.full(len(c["tags"]), 0.9, np.float32))  # every class likely
+    keyword_ids = [vocab.index[word] for word in metrics.keyword_table(data.EVENT_KEYWORDS).words if word in vocab.index]
+    rng = np.random.default_rng(0)
+    named = 0
+    for _ in range(1500):
+        history = rng.choice(np.r_[keyword_ids * 3, np.arange(len(vocab.words))], int(rng.integers(0, 14))).tolist()
+        unnamed = set(c["tags"]) - metrics.mentioned_classes(vocab.decode(history), data.EVENT_KEYWORDS)
+        expected = np.zeros(len(vocab.words))
+        expected[vocab.eos] -= c["tag_guidance"] * len(unnamed)
+        for tag in unnamed:
+            expected[[vocab.index[k] for k in data.EVENT_KEYWORDS.get(tag, []) if k in vocab.index]] += c["tag_word_bonus"]
+        assert np.array_equal(guide(history), expected)
+        named += len(unnamed) < len(c["tags"])
+    assert named > 500  # most histories name something

@@ -50,6 +50,57 @@ def test_stream_equals_session(tiny_bundle, clip, backend, precision, chunk):
     assert frames == list(range(offline.shape[1]))
 
 
+def test_onnxruntime_on_cpu_runs_the_session_itself_with_the_same_outputs(tiny_bundle, tiny_plugin, clip):
+    """On the CPU provider the runner calls the session's compiled call, past InferenceSession.run's
+    Python checks; its outputs are the public call's to the bit, and without that call it takes
+    the public one."""
+    session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    graph = session.runner.streaming_graph()
+    runner = graph.runner
+    assert runner._run is runner.session._sess  # CPU only here: the direct call
+    feeds = {**graph.initial_state(), graph.streaming.audio_input: clip[None, :, :800]}
+    missing = {name: value for name, value in feeds.items() if name != graph.streaming.audio_input}
+    public = dict(zip(runner.output_names, runner.session.run(None, feeds)))
+    outputs = []
+    for direct in (runner._run, None):
+        runner._run = direct
+        outputs.append(runner.run(feeds))
+        with pytest.raises(KeyError):  # a missing input is named before the session is called
+            runner.run(missing)
+    runner._run = object()  # an onnxruntime whose private session has another call: the public one from then on
+    outputs.append(runner.run(feeds))
+    assert runner._run is None
+    for out in outputs:
+        assert list(out) == list(public) and all(np.array_equal(out[name], value) for name, value in public.items())
+
+
+def _other_signature(*args):
+    raise TypeError("infer() takes 2 positional arguments but 4 were given")
+
+
+def test_openvino_hands_plain_arrays_to_the_request_with_the_same_outputs(tiny_bundle, tiny_plugin, clip):
+    """Inputs already of the port's type, C-contiguous and writable, go to the request's compiled
+    call as tensors made here; any other input sends the call through InferRequest.infer. The
+    outputs are infer's to the bit either way."""
+    session = edgeaudio.load(tiny_bundle, backend="openvino", precision="fp32")
+    graph = session.runner.streaming_graph()
+    runner, audio_input = graph.runner, graph.streaming.audio_input
+    feeds = {**graph.initial_state(), audio_input: np.ascontiguousarray(clip[None, :, :800])}
+    public = dict(zip(runner.output_names, runner.request.infer(feeds, share_inputs=True).to_tuple()))
+    strided = np.repeat(feeds[audio_input], 2, axis=2)[:, :, ::2]
+    read_only = feeds[audio_input].copy()
+    read_only.flags.writeable = False
+    assert runner._direct(feeds) is not None
+    for odd in (strided, read_only, feeds[audio_input].astype(np.float64)):
+        assert runner._direct({**feeds, audio_input: odd}) is None  # infer's dispatch copies or converts these
+    for inputs in (feeds, {**feeds, audio_input: strided}, {**feeds, audio_input: read_only}):
+        out = runner.run(inputs)
+        assert list(out) == list(public) and all(np.array_equal(out[name], value) for name, value in public.items())
+    runner._infer = _other_signature  # an OpenVINO whose compiled call changed: infer from then on
+    out = runner.run(feeds)
+    assert runner._dtypes is None and all(np.array_equal(out[name], value) for name, value in public.items())
+
+
 def test_partial_last_block_is_padded_like_offline(tiny_bundle, tiny_plugin):
     session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
     audio = tiny_plugin._clip(3, blocks=10)[:, :-13]

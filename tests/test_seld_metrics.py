@@ -8,6 +8,7 @@ import pytest
 from edgeaudio.errors import UsageError
 from edgeaudio.plugins.seld.metrics import (
     SeldEvaluator,
+    accdoa_events,
     accdoa_to_labels,
     angular_distance_deg,
     seld_metrics,
@@ -388,3 +389,32 @@ def test_le_micro_separates_missed_classes_from_localization():
     result = score(steady(0, 10, 0), reference)
     assert result["LE"] == pytest.approx(95) and result["LE_micro"] == pytest.approx(10)
     assert score({}, reference)["LE_micro"] == 180 and score({}, {})["LE_micro"] == 0
+
+
+def test_one_streamed_frame_decodes_as_it_does_among_many():
+    """A single frame (what a stream decodes per graph call) takes a plain-float path of its own;
+    it must give what the many-frame path gives for that frame, to the last bit, for float32 and
+    float64 outputs, a strided view and float16 (read as float64), duplicates merged or not."""
+    rng = np.random.default_rng(3)
+    classes, frames = 5, 400
+    vectors = rng.standard_normal((frames, 3, 3, classes)) * rng.uniform(0.1, 0.6, (frames, 1, 1, 1))
+    twin = rng.random((frames, 1, classes)) < 0.4  # track 1 repeats track 0 (a duplicate to merge) now and then
+    vectors[:, 1] = np.where(twin, vectors[:, 0] + 0.01 * rng.standard_normal((frames, 3, classes)), vectors[:, 1])
+    for dtype in (np.float32, np.float64, np.float16):
+        rows = vectors.reshape(frames, -1).astype(dtype)
+        strided = np.repeat(rows, 2, axis=1)[:, ::2]
+        for threshold, merge_deg in ((0.5, 15.0), (0.2, 40.0)):
+            many = accdoa_events(rows, classes, threshold=threshold, merge_deg=merge_deg)
+            assert sum(len(events) for events in many.values()) > frames // 4  # the test sees events
+            for source in (rows, strided):
+                one = {i: accdoa_events(source[i : i + 1], classes, threshold=threshold, merge_deg=merge_deg).get(0)
+                       for i in range(frames)}
+                assert {i: events for i, events in one.items() if events} == many
+            assert accdoa_to_labels(rows, classes, threshold=threshold, merge_deg=merge_deg) == {
+                frame: [event[:4] for event in events] for frame, events in many.items()}
+
+
+def test_event_length_is_its_tracks_vector_length():
+    frame = accdoa_frame(2, 3, {(0, 1): (0.6, 0.0, 0.0), (1, 1): (0.0, 0.7, 0.0)})  # 90 deg apart: two events
+    for rows in (frame[None], np.stack([frame, frame])):
+        assert [event[4] for event in accdoa_events(rows, num_classes=2)[0]] == pytest.approx([0.6, 0.7])

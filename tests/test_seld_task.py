@@ -163,6 +163,42 @@ def test_decode_gives_named_events_with_directions(tiny_task):
     json.dumps(frames)
 
 
+def test_decoded_confidence_is_the_float32_norm_even_at_rounding_boundaries(tiny_task):
+    """Decoding rounds the double length it has unless that lies near a boundary of the three
+    decimals; either way the confidence is what rounding the vector's float32 norm gives."""
+    rng = np.random.default_rng(5)
+    classes, frames = len(tiny_task.classes), 600
+    accdoa = np.zeros((1, frames, 3 * 3 * classes), np.float32)
+    # lengths on a boundary k/1000 + 0.0005 give or take up to 2e-6, others anywhere, some past 1
+    boundary = (rng.integers(500, 1000, frames) + 0.5) / 1000 + rng.choice([0, 1e-7, -1e-7, 4e-7, -4e-7, 2e-6], frames)
+    lengths = np.where(rng.random(frames) < 0.7, boundary, rng.uniform(0.51, 1.3, frames))
+    directions = rng.standard_normal((frames, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    for axis in range(3):
+        accdoa[0, :, axis * classes] = directions[:, axis] * lengths  # track 0, class 0
+    expected = [round(min(1.0, float(np.linalg.norm(accdoa[0, i, 0 : 3 * classes : classes]))), 3) for i in range(frames)]
+    near = sum(abs(float(np.linalg.norm(accdoa[0, i, 0 : 3 * classes : classes])) * 1000 % 1 - 0.5) < 1e-3 for i in range(frames))
+    assert near > frames // 4  # the test reaches the exact norm often, and the shortcut as often
+    whole = tiny_task.decode({"accdoa": accdoa})
+    decode = tiny_task.decoder()
+    streamed = [frame for i in range(frames) for frame in decode({"accdoa": accdoa[:, i : i + 1]}, start_frame=i)]
+    for frames_out in (whole, streamed):
+        assert [frame["events"][0]["confidence"] for frame in frames_out] == expected
+
+
+def test_frames_without_events_leave_track_ids_as_they_were(tiny_task):
+    """Decoding skips the tracker on silent frames: a source back within the gap keeps its id,
+    one back after it gets a new one, as when the tracker saw every frame."""
+    from edgeaudio.plugins.seld.tracking import MAX_GAP_FRAMES
+
+    classes = len(tiny_task.classes)
+    accdoa = np.zeros((1, 20, 3 * 3 * classes), np.float32)
+    for frame in (0, 1, 1 + MAX_GAP_FRAMES, 2 + 2 * MAX_GAP_FRAMES):  # silent for the gap, then for one more
+        accdoa[0, frame, 0] = 0.9  # class 0 on track 0, straight ahead
+    ids = [event["track"] for frame in tiny_task.decode({"accdoa": accdoa}) for event in frame["events"]]
+    assert ids == [0, 0, 0, 1]
+
+
 def test_adpit_accepts_any_track_order_of_same_class_sources():
     from edgeaudio.plugins.seld.data import adpit_loss, adpit_targets, unit_vectors
 

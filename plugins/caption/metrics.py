@@ -133,34 +133,47 @@ def _all_ngrams(words: Sequence[str]) -> Counter:
 def mentioned_classes(caption: str, keywords: Mapping[str, Sequence[str]]) -> set[str]:
     """Classes whose keywords occur in ``caption``, matching longer phrases first and consuming
     their words ("a car horn" is a horn, not a horn and a car)."""
-    words = normalize(caption)
-    starts: dict[str, list[int]] = {}  # where each word occurs: a phrase can start only there
-    for i, word in enumerate(words):
-        starts.setdefault(word, []).append(i)
-    found, used = set(), [False] * len(words)
-    phrases, by_first_word = _phrases(tuple((label, tuple(ks)) for label, ks in keywords.items()))
-    for rank in sorted(rank for word in starts for rank in by_first_word.get(word, ())):
-        phrase, label = phrases[rank]
-        if not starts.keys() >= set(phrase[1:]):
-            continue
-        n = len(phrase)
-        for i in starts[phrase[0]]:
-            if i + n <= len(words) and not any(used[i : i + n]) and tuple(words[i : i + n]) == phrase:
-                found.add(label)
-                used[i : i + n] = [True] * n
-    return found
+    return keyword_table(keywords).mentioned(normalize(caption))
+
+
+class KeywordTable:
+    """A keyword table prepared for matching: (normalized phrase, class), longest phrases first;
+    the ranks in that order of the phrases each word starts; every word of a phrase."""
+
+    def __init__(self, keywords: tuple[tuple[str, tuple[str, ...]], ...]):
+        self.phrases = sorted(((tuple(normalize(k)), label) for label, ks in keywords for k in ks), key=lambda p: -len(p[0]))
+        self.by_first_word: dict[str, list[int]] = {}
+        for rank, (phrase, _) in enumerate(self.phrases):
+            self.by_first_word.setdefault(phrase[0], []).append(rank)
+        self.words = frozenset(word for phrase, _ in self.phrases for word in phrase)
+
+    def mentioned(self, words: list[str]) -> set[str]:
+        """``mentioned_classes`` of a caption's normalized ``words``."""
+        starts: dict[str, list[int]] = {}  # where each word occurs: a phrase can start only there
+        for i, word in enumerate(words):
+            starts.setdefault(word, []).append(i)
+        found, used = set(), [False] * len(words)
+        for rank in sorted(rank for word in starts for rank in self.by_first_word.get(word, ())):
+            phrase, label = self.phrases[rank]
+            if not starts.keys() >= set(phrase[1:]):
+                continue
+            n = len(phrase)
+            for i in starts[phrase[0]]:
+                if i + n <= len(words) and not any(used[i : i + n]) and tuple(words[i : i + n]) == phrase:
+                    found.add(label)
+                    used[i : i + n] = [True] * n
+        return found
+
+
+def keyword_table(keywords: Mapping[str, Sequence[str]]) -> KeywordTable:
+    """The prepared table of ``keywords``, built once per table (the captioning search asks for
+    every hypothesis at every step, and a caption holds a few of the table's words)."""
+    return _keyword_table(tuple((label, tuple(ks)) for label, ks in keywords.items()))
 
 
 @lru_cache(maxsize=8)
-def _phrases(keywords: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[list[tuple[tuple[str, ...], str]], dict[str, list[int]]]:
-    """The keyword table as (normalized phrase, class), longest phrases first, and the ranks in
-    that order of the phrases each word starts; built once per table (the captioning search asks
-    for every hypothesis at every step, and a caption holds a few of the table's words)."""
-    phrases = sorted(((tuple(normalize(k)), label) for label, ks in keywords for k in ks), key=lambda p: -len(p[0]))
-    by_first_word: dict[str, list[int]] = {}
-    for rank, (phrase, _) in enumerate(phrases):
-        by_first_word.setdefault(phrase[0], []).append(rank)
-    return phrases, by_first_word
+def _keyword_table(keywords: tuple[tuple[str, tuple[str, ...]], ...]) -> KeywordTable:
+    return KeywordTable(keywords)
 
 
 def event_scores(candidates: Sequence[str], labels: Sequence[Sequence[str]], keywords: Mapping[str, Sequence[str]]) -> dict[str, float]:

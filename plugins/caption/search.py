@@ -61,9 +61,14 @@ def beam_search(
     finished: list[tuple[float, list[int]]] = []
     for position in range(max_tokens - 1):
         log_probs, cache = step(tokens, position, cache)
-        log_probs = _guided(log_probs, history, guide)
         vocab = log_probs.shape[1]
-        total = (scores[:, None] + np.asarray(log_probs, dtype=np.float64)).ravel()
+        # (log-prob + guide) + score per hypothesis and word, summed in place: fewer numpy calls
+        # per word, each of which costs more than its arithmetic beside a decoder step
+        total = np.array(log_probs, dtype=np.float64)
+        if guide is not None:
+            total += np.array([guide(said) for said in history])
+        total += scores[:, None]
+        total = total.ravel()
         order = np.argsort(-total, kind="stable")[: 2 * beam]
         parents, words, alive = [], [], []
         for flat, value in zip(order.tolist(), total[order].tolist()):  # plain ints and floats: cheaper per item

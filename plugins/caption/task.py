@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -262,9 +263,10 @@ class CaptionTask(Task):
         keys, values = (np.repeat(memory[n], beam, axis=1) for n in ("memory_keys", "memory_values"))
         decoder = runner.graph("decoder_step")
         empty = np.zeros((c["decoder_layers"], beam, c["max_tokens"], c["d_model"]), np.float32)
+        positions = np.arange(c["max_tokens"], dtype=np.int64).repeat(beam).reshape(-1, beam, 1)  # one feed per step, made once
 
         def step(tokens, position, cache):
-            out = decoder.run({"token": tokens, "position": np.full_like(tokens, position),
+            out = decoder.run({"token": tokens, "position": positions[position],
                                "memory_keys": keys, "memory_values": values, **cache})  # fmt: skip
             return out["log_probs"], {"cache_keys": out["cache_keys_out"], "cache_values": out["cache_values_out"]}
 
@@ -286,8 +288,7 @@ class CaptionTask(Task):
         """The search's bias for a hypothesis: per likely class it has not named, ``<eos>`` lowered
         by ``tag_guidance`` and the class's one-word keywords raised by ``tag_word_bonus``."""
         from edgeaudio.plugins.shared.captions import EVENT_KEYWORDS
-        from edgeaudio.plugins.caption.metrics import mentioned_classes
-        from edgeaudio.plugins.caption.tokenizer import normalize
+        from edgeaudio.plugins.caption.metrics import keyword_table
 
         likely, vocab = set(self._likely(probs)), self.vocabulary
         if not likely:
@@ -297,7 +298,9 @@ class CaptionTask(Task):
         # A word that is in no keyword phrase cannot change which classes a caption names, so a
         # hypothesis that appends one inherits its parent's answer (the search asks for every
         # hypothesis at every step; words of vocabularies are normalized already).
-        phrase_words = {word for phrases in EVENT_KEYWORDS.values() for phrase in phrases for word in normalize(phrase)}
+        table = keyword_table(EVENT_KEYWORDS)  # mentioned_classes with the table prepared once
+        phrase_words = table.words
+        token_words = _token_words(tuple(vocab.words))
         unnamed_by_history: dict[tuple[int, ...], frozenset] = {}
         biases: dict[frozenset, np.ndarray] = {}
 
@@ -307,7 +310,12 @@ class CaptionTask(Task):
             if unnamed is None and key and vocab.words[key[-1]] not in phrase_words:
                 unnamed = unnamed_by_history.get(key[:-1])
             if unnamed is None:
-                unnamed = frozenset(likely - mentioned_classes(vocab.decode(history), EVENT_KEYWORDS))
+                said: list[str] = []
+                for token in history:
+                    if token == vocab.eos:
+                        break
+                    said += token_words[token]
+                unnamed = frozenset(likely - table.mentioned(said))
             unnamed_by_history[key] = unnamed
             if unnamed not in biases:
                 bias = np.zeros(len(vocab.words))
@@ -334,6 +342,16 @@ class CaptionTask(Task):
         from edgeaudio.plugins.caption.train import train_caption
 
         return train_caption(self, out_dir, options or CaptionTrainOptions())
+
+
+@lru_cache(maxsize=4)
+def _token_words(words: tuple[str, ...]) -> list[list[str]]:
+    """Per token id, the normalized words it adds to ``normalize(vocab.decode(ids))`` (read up to
+    the first ``<eos>``): none for the specials decode drops. Normalizing never joins or splits
+    words across the spaces decode puts between them, so the words add up token by token."""
+    from edgeaudio.plugins.caption.tokenizer import BOS, EOS, PAD, normalize
+
+    return [[] if word in (PAD, BOS, EOS) else normalize(word) for word in words]
 
 
 def example_clip(seconds: float = 2.0) -> np.ndarray:

@@ -178,11 +178,11 @@ class EnhanceTask(Task):
 
 
 def mono_only(task: str, audio: np.ndarray) -> np.ndarray:
-    """``audio`` as float32, refused with a message when it has more than one channel."""
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2 and audio.shape[0] > 1:
+    """``audio`` as it is, refused with a message when it has more than one channel (the base
+    ``prepare_audio`` converts and checks the rest, once)."""
+    if np.ndim(audio) == 2 and np.shape(audio)[0] > 1:
         raise AudioInputError(
-            f"audio has {audio.shape[0]} channels; task '{task}' takes one microphone",
+            f"audio has {np.shape(audio)[0]} channels; task '{task}' takes one microphone",
             hint="mix it down to mono first (e.g. audio.mean(axis=0), or `sox in.wav -c 1 mono.wav`)",
         )
     return audio

@@ -109,45 +109,85 @@ def accdoa_to_labels(accdoa, num_classes: int, tracks: int = 3, threshold: float
     more), as the DCASE baseline unifies its three tracks. Each event is ``(class, az, el, track)``
     with the lowest track index of its group; frames without events are left out.
     """
-    out = np.asarray(accdoa, dtype=float)
+    return {frame: [event[:4] for event in events]
+            for frame, events in accdoa_events(accdoa, num_classes, tracks, threshold, merge_deg).items()}
+
+
+def accdoa_events(accdoa, num_classes: int, tracks: int = 3, threshold: float = 0.5,
+                  merge_deg: float = 15.0) -> dict[int, list[tuple]]:
+    """``accdoa_to_labels`` with each event's ``length`` last: ``(class, az, el, track, length)``,
+    the length of track ``track``'s own vector (its activity; what confidence reports)."""
+    out = np.asarray(accdoa)
+    if out.dtype.char not in "fd":  # float32 and float64 are read as they are
+        out = out.astype(float)
     expected = tracks * 3 * num_classes
     if out.ndim != 2 or out.shape[1] != expected:
         raise UsageError(
             f"multi-ACCDOA output has shape {out.shape}, expected [frames, {expected}] "
             f"({tracks} tracks x 3 axes x {num_classes} classes)"
         )
-    vectors = out.reshape(len(out), tracks, 3, num_classes)  # frame, track, xyz, class
-    active = np.sqrt((vectors * vectors).sum(axis=2)) > threshold  # np.linalg.norm's arithmetic, without its overhead
-    frames, classes, track_ids = np.nonzero(active.transpose(0, 2, 1))  # by frame, then class, then track
-    if not len(frames):
-        return {}
-    # The few active vectors in plain floats: a frame's decoding must not cost numpy's per-call
-    # overhead many times over (a stream decodes one 100 ms frame per graph call).
+    if len(out) == 1:  # a streamed frame
+        events = _frame_events(memoryview(out[0]), num_classes, tracks, threshold, merge_deg)
+        return {0: events} if events else {}
+    vectors = np.asarray(out, dtype=float).reshape(len(out), tracks, 3, num_classes)  # frame, track, xyz, class
+    lengths = np.sqrt((vectors * vectors).sum(axis=2))  # np.linalg.norm's arithmetic, without its overhead
+    frames, classes, track_ids = np.nonzero((lengths > threshold).transpose(0, 2, 1))  # by frame, class, track
+    # The few active vectors in plain floats: numpy's per-call cost would exceed the arithmetic.
     rows = vectors[frames, track_ids, :, classes].tolist()
+    found_lengths = lengths[frames, track_ids, classes].tolist()
     keys = list(zip(frames.tolist(), classes.tolist()))
     track_ids = track_ids.tolist()
-    labels: LabelSet = {}
+    events: dict[int, list[tuple]] = {}
     start = 0
     while start < len(keys):
         end = start + 1
         while end < len(keys) and keys[end] == keys[start]:
             end += 1
         frame, cls = keys[start]
-        found = dict(zip(track_ids[start:end], rows[start:end]))
-        for group in _close_groups(list(found), found, merge_deg) if end - start > 1 else [list(found)]:
-            x, y, z = found[group[0]]
-            for track in group[1:]:  # the group's mean, summed in numpy's order
-                x, y, z = x + found[track][0], y + found[track][1], z + found[track][2]
-            if len(group) > 1:
-                x, y, z = x / len(group), y / len(group), z / len(group)
-            az, el = math.degrees(math.atan2(y, x)), math.degrees(math.atan2(z, math.hypot(x, y)))
-            labels.setdefault(frame, []).append((cls, az, el, group[0]))
+        found = {track_ids[k]: (*rows[k], found_lengths[k]) for k in range(start, end)}
+        _class_events(cls, found, merge_deg, events.setdefault(frame, []))
         start = end
-    return labels
+    return events
+
+
+def _frame_events(row: memoryview, num_classes: int, tracks: int, threshold: float, merge_deg: float) -> list[tuple]:
+    """The events of one frame, ``row`` a view of its values: a stream decodes one frame per graph
+    call, and right after one, numpy calls (or a list of every value) cost more than this loop,
+    which makes a float only of the value it reads. The same arithmetic as the many-frame path
+    (products and sums of doubles in numpy's order, one sqrt per vector)."""
+    width, sqrt = 3 * num_classes, math.sqrt
+    # a squared length up to ``below`` is not above threshold: the sqrt is taken only past it
+    below = threshold * threshold * (1 - 1e-9) if threshold > 0 else -1.0
+    by_class: dict[int, dict[int, tuple]] = {}
+    for track in range(tracks):
+        base = width * track
+        xs = row[base : base + num_classes]
+        ys = row[base + num_classes : base + 2 * num_classes]
+        zs = row[base + 2 * num_classes : base + width]
+        for cls, x, y, z in zip(range(num_classes), xs, ys, zs):
+            squared = x * x + y * y + z * z
+            if squared > below and sqrt(squared) > threshold:
+                by_class.setdefault(cls, {})[track] = (x, y, z, sqrt(squared))
+    events: list[tuple] = []
+    for cls in sorted(by_class):
+        _class_events(cls, by_class[cls], merge_deg, events)
+    return events
+
+
+def _class_events(cls: int, found: dict[int, tuple], merge_deg: float, events: list[tuple]) -> None:
+    """Append to ``events`` those of class ``cls`` in one frame from its active tracks, ``found``:
+    track -> (x, y, z, length), in track order."""
+    for group in _close_groups(list(found), found, merge_deg) if len(found) > 1 else [list(found)]:
+        x, y, z, length = found[group[0]]
+        for track in group[1:]:  # the group's mean, summed in numpy's order
+            x, y, z = x + found[track][0], y + found[track][1], z + found[track][2]
+        if len(group) > 1:
+            x, y, z = x / len(group), y / len(group), z / len(group)
+        events.append((cls, math.degrees(math.atan2(y, x)), math.degrees(math.atan2(z, math.hypot(x, y))), group[0], length))
 
 
 def _close_groups(members: list[int], rows: Mapping[int, list[float]], merge_deg: float) -> list[list[int]]:
-    """``members`` (track indices into ``rows``, xyz vectors) grouped by single linkage on angles
+    """``members`` (track indices into ``rows``, vectors x, y, z[, ...]) grouped by single linkage on angles
     below ``merge_deg``: connected components, ordered by their lowest member, each in index
     order. At most three tracks: plain floats beat numpy's per-call cost here."""
     groups: list[list[int]] = []

@@ -15,10 +15,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from edgeaudio.plugins.seld.metrics import accdoa_events  # decoding runs per 100 ms frame: imported once
+from edgeaudio.plugins.seld.tracking import Tracker
 from edgeaudio.task import EvalSet, Graph, InputKind, MetricGate, ResultKind, StatePair, Streaming, Task, TensorSpec, matching_checkpoint
 
 BLOCK = 1600  # 100 ms at 16 kHz: one DCASE label frame per graph block
 FRAME_SECONDS = 0.1
+CONFIDENCE_MARGIN = 1e-3  # in thousandths: how near a rounding boundary decode computes the float32 norm
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_SIDECAR = WEIGHTS_DIR / "seld-respeaker-4mic.json"
 
@@ -215,8 +218,6 @@ class SeldTask(Task):
         """A decode for one run whose track ids carry on from call to call (see tracking.py)."""
         from functools import partial
 
-        from edgeaudio.plugins.seld.tracking import Tracker
-
         return partial(self.decode, tracker=Tracker())
 
     def decode(self, outputs: Mapping[str, np.ndarray], start_frame: int = 0, tracker=None) -> list[dict[str, Any]]:
@@ -225,28 +226,25 @@ class SeldTask(Task):
         plane), confidence (the length of the event's ACCDOA vector, capped at 1) and a track
         id that follows one source over frames (``tracker`` carries them between calls; a
         fresh one numbers this call's sources from 0)."""
-        from edgeaudio.plugins.seld.metrics import accdoa_to_labels
-        from edgeaudio.plugins.seld.tracking import Tracker
-
         tracker = tracker if tracker is not None else Tracker()
         accdoa = np.asarray(outputs["accdoa"])[0]
         classes = self.config["classes"]
-        vectors = accdoa.reshape(len(accdoa), 3, 3, len(classes))
-        labels = accdoa_to_labels(accdoa, len(classes))
+        found_by_frame = accdoa_events(accdoa, len(classes))
+        # Confidence is the float32 norm of the graph's vector (np.linalg.norm, as ever). The
+        # double length the decoder has already differs from it by under 3e-7 up to 1 (longer
+        # ones cap at 1), so it rounds to the same three decimals unless it lies within 1e-6 of
+        # a rounding boundary: only there is the norm computed (a numpy call per event otherwise).
+        shortcut = accdoa.dtype.char in "fd"
         frames = []
         for i in range(len(accdoa)):
-            frame, found = start_frame + i, labels.get(i, ())
-            ids = tracker.assign(frame, [(cls, az, el) for cls, az, el, _ in found])
-            events = [
-                {
-                    "class": classes[cls],
-                    "azimuth": round(az, 1),
-                    "elevation": round(el, 1),
-                    "confidence": round(min(1.0, float(np.linalg.norm(vectors[i, track, :, cls]))), 3),
-                    "track": ident,
-                }
-                for (cls, az, el, track), ident in zip(found, ids)
-            ]
+            frame, found, events = start_frame + i, found_by_frame.get(i), []
+            if found:  # a frame without events leaves the tracker as it is: tracks age by their gap
+                ids = tracker.assign(frame, [event[:3] for event in found])
+                for (cls, az, el, track, length), ident in zip(found, ids):
+                    if not shortcut or abs(length * 1000 % 1 - 0.5) < CONFIDENCE_MARGIN:
+                        length = float(np.linalg.norm(accdoa[i].reshape(3, 3, len(classes))[track, :, cls]))
+                    events.append({"class": classes[cls], "azimuth": round(az, 1), "elevation": round(el, 1),
+                                   "confidence": round(min(1.0, length), 3), "track": ident})
             frames.append({"frame": frame, "time_s": round(frame * FRAME_SECONDS, 3), "events": events})
         return frames
 
