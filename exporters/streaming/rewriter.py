@@ -231,6 +231,10 @@ class Rewriter:
         if rnn.lag_in:
             self.recurrent_after_lookahead(node, rnn, inputs, outputs)
             return
+        self.rewire(node, inputs, outputs)
+
+    def rewire(self, node, inputs: list[str], outputs: list[str]) -> None:
+        """Give ``node`` these inputs and outputs (trailing empty optional ones dropped) and keep it."""
         while inputs and not inputs[-1]:
             inputs.pop()
         while outputs and not outputs[-1]:
@@ -264,15 +268,7 @@ class Rewriter:
         inputs[4] = self.add("Cast", [self.add("Expand", [real1, batch], "rnn")], "rnn", to=self.onnx.TensorProto.INT32)
         y = outputs[0]
         outputs[0] = self.fresh("rnn/rotated") if y else ""
-        while inputs and not inputs[-1]:
-            inputs.pop()
-        while outputs and not outputs[-1]:
-            outputs.pop()
-        del node.input[:]
-        node.input.extend(inputs)
-        del node.output[:]
-        node.output.extend(outputs)
-        self.nodes.append(node)
+        self.rewire(node, inputs, outputs)
         if y:
             self.add("Concat", [self.slice(outputs[0], real1, end, axis, "rnn"),
                                 self.slice(outputs[0], start, real1, axis, "rnn")], "rnn", [y], axis=axis)

@@ -21,8 +21,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeaudio.task import EvalSet, Graph, InputKind, MetricGate, ResultKind, Streaming, Task
-from edgeaudio.plugins.enhance.task import VALIDATION_DIR, mono_only
+from edgeaudio.task import Graph, InputKind, MetricGate, ResultKind, Streaming, Task
+from edgeaudio.plugins.enhance.task import EnhanceTask, mono_only
 
 RATE = 48000
 HOP = 480
@@ -76,18 +76,10 @@ class Dfn3Task(Task):
         ]
 
     # -- data and metrics ------------------------------------------------------------------------
-    def validation_set(self) -> EvalSet:
-        """The enhance family's shipped held-out pairs (16 kHz, voices and noises DFN3 never saw here)."""
-        from edgeaudio.plugins.enhance.data import read_pairs
-
-        return EvalSet(read_pairs(VALIDATION_DIR), "the shipped validation pairs (plugins/enhance/validation)")
-
-    def read_dataset(self, path: Path) -> EvalSet:
-        """A folder of noisy/ and clean/ recordings matched by file name, read at 16 kHz."""
-        from edgeaudio.plugins.enhance.data import read_pairs
-
-        pairs = read_pairs(path)
-        return EvalSet(pairs, f"{path} ({len(pairs)} noisy/clean pairs)")
+    # the family's 16 kHz pairs: the shipped held-out set (voices and noises DFN3 never saw here)
+    # and users' noisy/ + clean/ folders; evaluate resamples them
+    validation_set = EnhanceTask.validation_set
+    read_dataset = EnhanceTask.read_dataset
 
     def calibration_data(self, count: int = 32, dataset=None) -> Iterable[dict[str, dict[str, np.ndarray]]]:
         """Noisy clips at 48 kHz from zero state, as the graph sees a stream start."""
@@ -124,9 +116,7 @@ class Dfn3Task(Task):
         drop = min(max(self.latency - start_frame, 0), len(audio))
         return {"start_sample": start_frame + drop - self.latency, "sample_rate": self.sample_rate, "audio": audio[drop:]}
 
-    def results_to_audio(self, results: Any) -> np.ndarray:
-        items = results if isinstance(results, list) else [results]
-        return np.concatenate([np.asarray(r["audio"], np.float32) for r in items] or [np.zeros(0, np.float32)])
+    results_to_audio = EnhanceTask.results_to_audio
 
 
 def _to_model_rate(audio: np.ndarray) -> np.ndarray:
