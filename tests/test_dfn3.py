@@ -177,3 +177,23 @@ def test_the_wheel_model_is_checked(tmp_path, monkeypatch):
     with pytest.raises(MissingExtra) as err:
         dfn3_wheel.wheel_assets()
     assert "edgeaudio[dfn3]" in err.value.hint
+
+
+def test_the_task_declares_tensorrts_profile():
+    """TensorRT (not installed here) builds its engine for the shapes the manifest entry gives:
+    one stream, one 10 ms hop at best (live), up to the 10 s a whole-clip call takes; every state
+    at its fixed size."""
+    from edgeaudio.backends.tensorrt import TensorRTBackend
+    from edgeaudio.plugins.enhance.dfn3_task import CALL_SECONDS, HOP, RATE, Dfn3Task
+    from edgeaudio.tasks import get_task
+
+    task = get_task("enhance-dfn3")
+    assert isinstance(task, Dfn3Task)
+    (graph,) = task.graphs(None)
+    entry = {"name": graph.name, "inputs": [spec.to_json() for spec in graph.inputs], "axes": graph.axes,
+             "streaming": graph.streaming.to_json()}
+    shapes = TensorRTBackend().profile_shapes(entry)
+    assert shapes["audio"] == ((1, 1, HOP), (1, 1, HOP), (1, 1, CALL_SECONDS * RATE))
+    for spec in graph.inputs[1:]:
+        fixed = tuple(1 if dim == "batch" else dim for dim in spec.shape)
+        assert shapes[spec.name] == (fixed, fixed, fixed), spec

@@ -71,7 +71,8 @@ class Dfn3Task(Task):
                 atol=2e-4,
                 opset=built.opset,
                 keep_float=built.keep_float,
-                axes={"samples": (HOP, 10 * HOP, 100 * HOP)},
+                # TensorRT's profile: one stream, one hop (live) up to one whole-clip call (process)
+                axes={"batch": (1, 1, 1), "samples": (HOP, HOP, CALL_SECONDS * RATE)},
             )
         ]
 
