@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Iterable, Union
 import yaml
 
 from edgeaudio import registry
-from edgeaudio.errors import ProfileError
+from edgeaudio.errors import EdgeAudioError, ProfileError
 from edgeaudio.hookspecs import hookimpl
 
 BACKENDS = ("tensorrt", "openvino", "onnxruntime", "torch")
@@ -267,22 +267,28 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _read_yaml(path: Path) -> dict:
-    shown = _display(path)
+def read_strict_yaml(path: Path, shown: str, error: type[EdgeAudioError], what: str, twice: str, twice_hint: str) -> Any:
+    """The YAML document at ``path`` (shown to the user as ``shown``), a key given twice refused:
+    every failure is one ``error`` naming the file, ``twice`` (a template with ``{field}`` and
+    ``{line}``) and ``twice_hint`` for a duplicate key, ``what`` the file is when it cannot be read."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
     except _DuplicateField as exc:
-        raise ProfileError(
-            f"{shown}: field '{exc.field}' appears twice (line {exc.line})", hint="keep one of the two entries"
-        ) from None
+        raise error(f"{shown}: " + twice.format(field=exc.field, line=exc.line), hint=twice_hint) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        raise ProfileError(
+        raise error(
             f"{shown}: not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}",
             hint="check the indentation and the ':' after each field name",
         ) from None
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{shown}: cannot read the profile: {exc}") from None
+        raise error(f"{shown}: cannot read the {what}: {exc}") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    shown = _display(path)
+    data = read_strict_yaml(path, shown, ProfileError, "profile", "field '{field}' appears twice (line {line})",
+                            "keep one of the two entries")
     if not isinstance(data, dict):
         raise ProfileError(f"{shown}: a profile must be a mapping of field: value", hint=_EXAMPLES_HINT)
     return data

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import yaml
 
 from edgeaudio.errors import UsageError
-from edgeaudio.profiles import _DuplicateField, _Invalid, _StrictLoader, _display, _lowercase_name, _positive_int
+from edgeaudio.profiles import _Invalid, _display, _lowercase_name, _positive_int, read_strict_yaml
 from edgeaudio.task import InputKind, ResultKind
 
 if TYPE_CHECKING:
@@ -171,19 +170,8 @@ def parse_spec(data: Any, name: str = "pipeline", path: str = "<spec>") -> Pipel
 
 
 def _read_yaml(path: Path, shown: str) -> Any:
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
-    except _DuplicateField as exc:
-        raise PipelineSpecError(f"{shown}: '{exc.field}' appears twice (line {exc.line})",
-                                hint="a stage name, and a field within its mapping, may be given once; keep one") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise PipelineSpecError(
-            f"{shown}: not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}",
-            hint="check the indentation and the ':' after each field name",
-        ) from None
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise PipelineSpecError(f"{shown}: cannot read the pipeline spec: {exc}") from None
+    return read_strict_yaml(path, shown, PipelineSpecError, "pipeline spec", "'{field}' appears twice (line {line})",
+                            "a stage name, and a field within its mapping, may be given once; keep one")
 
 
 def _unknown_fields(shown: str, where: str, data: dict, allowed: tuple[str, ...]) -> None:
