@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,14 +117,15 @@ def start_pulse(root: Path) -> PulseServer:
     return PulseServer(root, server, keepalive)
 
 
-@pytest.fixture(scope="session")
-def pulse(tmp_path_factory):
-    """The session's PulseAudio server; PortAudio re-enumerated so that it sees the ``pulse`` device."""
+@contextmanager
+def pulse_server(root: Path):
+    """A private PulseAudio server in ``root`` with the 4-channel null sink, PortAudio re-enumerated
+    so that it sees the ``pulse`` device: yields the server and that device's index (skips the
+    test where PortAudio, PulseAudio or ALSA's pulse plugin is missing)."""
     try:
         import sounddevice as sd
     except (ImportError, OSError) as exc:  # sounddevice raises OSError when libportaudio2 is missing
         pytest.skip(f"sounddevice cannot load PortAudio ({exc}); apt-get install libportaudio2")
-    root = tmp_path_factory.mktemp("pulse")
     try:
         server = start_pulse(root)
     except PulseUnavailable as exc:
@@ -136,14 +138,22 @@ def pulse(tmp_path_factory):
         sd._terminate()  # PortAudio lists devices once; re-list them now that the server is up
         sd._initialize()
         try:
-            if not any(d["name"] == "pulse" and d["max_input_channels"] >= 4 for d in sd.query_devices()):
+            device = next((d for d in sd.query_devices() if d["name"] == "pulse" and d["max_input_channels"] >= 4), None)
+            if device is None:
                 pytest.skip("PortAudio has no 4-channel 'pulse' device (apt-get install libasound2-plugins)")
             wait_until_recording_flows(sd)
-            yield server
+            yield server, device["index"]
         finally:
             server.kill()
     sd._terminate()
     sd._initialize()
+
+
+@pytest.fixture(scope="session")
+def pulse(tmp_path_factory):
+    """The session's PulseAudio server (``pulse_server``)."""
+    with pulse_server(tmp_path_factory.mktemp("pulse")) as (server, _):
+        yield server
 
 
 def wait_until_recording_flows(sd, seconds: float = 0.5) -> None:

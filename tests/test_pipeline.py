@@ -404,33 +404,10 @@ def test_a_lost_device_ends_the_run_with_every_result_so_far(tiny_world, tmp_pat
 def pulse_device(tmp_path_factory):
     """A private PulseAudio server with test_live_audio.py's 4-channel null sink, and the index of
     PortAudio's ``pulse`` device recording it."""
-    try:
-        import sounddevice as sd
-    except (ImportError, OSError) as exc:
-        pytest.skip(f"sounddevice cannot load PortAudio ({exc}); apt-get install libportaudio2")
-    from test_live_audio import PulseUnavailable, start_pulse, wait_until_recording_flows
+    from test_live_audio import pulse_server
 
-    root = tmp_path_factory.mktemp("pipeline-pulse")
-    try:
-        server = start_pulse(root)
-    except PulseUnavailable as exc:
-        pytest.skip(str(exc))
-    (root / "client.conf").write_text("autospawn = no\n")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PULSE_RUNTIME_PATH", str(server.runtime))
-        env.setenv("PULSE_CLIENTCONFIG", str(root / "client.conf"))
-        sd._terminate()
-        sd._initialize()
-        try:
-            device = next((d for d in sd.query_devices() if d["name"] == "pulse" and d["max_input_channels"] >= 4), None)
-            if device is None:
-                pytest.skip("PortAudio has no 4-channel 'pulse' device (apt-get install libasound2-plugins)")
-            wait_until_recording_flows(sd)
-            yield server, device["index"]
-        finally:
-            server.kill()
-    sd._terminate()
-    sd._initialize()
+    with pulse_server(tmp_path_factory.mktemp("pipeline-pulse")) as found:
+        yield found
 
 
 @pytest.mark.slow
