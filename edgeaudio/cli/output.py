@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 import click
@@ -23,3 +24,12 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 def note(message: str) -> None:
     """Progress and choices go to stderr so stdout stays clean for results."""
     click.echo(message, err=True)
+
+
+def recorded_array(input_spec: str | None) -> str | None:
+    """The array an input file declares in its header (edgeaudio's WAV comment), if any."""
+    if input_spec is None or input_spec == "mic" or not Path(input_spec).is_file():
+        return None
+    from edgeaudio.audio.recording_array import declared_array
+
+    return declared_array(input_spec)

@@ -6,11 +6,9 @@ own. The result stream goes to stdout (or ``--output``), choices and progress to
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from edgeaudio.cli.output import note, table
+from edgeaudio.cli.output import note, recorded_array, table
 from edgeaudio.errors import DeviceLost
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -44,7 +42,7 @@ def command(spec, input_spec, array, device_index, output, seconds, realtime, st
     from edgeaudio.api import pipeline
     from edgeaudio.live.sinks import to_json
 
-    recorded = _declared_array(input_spec) if array is None else None
+    recorded = recorded_array(input_spec) if array is None else None
     pipe = pipeline(spec, array=array, recorded_array=recorded, backend=backend, precision=precision, force=force, log=note)
     for name, session in pipe.sessions.items():
         note(f"stage {name}: {session.reason}")
@@ -61,13 +59,6 @@ def command(spec, input_spec, array, device_index, output, seconds, realtime, st
         raise DeviceLost(summary["error"], hint="results up to the loss were written; check the device and run again")
 
 
-def _declared_array(input_spec: str | None) -> str | None:
-    """The array an input file names in its header (edgeaudio's WAV comment), if any."""
-    if input_spec is None or input_spec == "mic" or not Path(input_spec).is_file():
-        return None
-    from edgeaudio.audio.recording_array import declared_array
-
-    return declared_array(input_spec)
 
 
 def stats_lines(summary: dict) -> list[str]:

@@ -14,20 +14,11 @@ from typing import Iterator
 
 import click
 
-from edgeaudio.cli.output import note
+from edgeaudio.cli.output import note, recorded_array
 
 OFFLINE_SEGMENT_S = 10.0  # --offline on a streaming task: audio read and run per segment of this length
 from edgeaudio.errors import DeviceLost, UsageError
 from edgeaudio.options import finite_float
-
-
-def _recorded_array(input_spec: str | None) -> str | None:
-    """The array an input file declares in its header (edgeaudio's WAV comment), if any."""
-    if input_spec is None or input_spec == "mic" or not Path(input_spec).is_file():
-        return None
-    from edgeaudio.audio.recording_array import declared_array
-
-    return declared_array(input_spec)
 
 
 def _task_class(name: str):
@@ -167,7 +158,7 @@ def command(task_or_bundle, prompt, input_spec, array, device_index, output, udp
     if every is not None and cls is not None and every < cls.min_input_seconds:
         raise UsageError(f"--every {every:g} is shorter than the {cls.min_input_seconds:g} s task '{cls.name}' needs to "
                          "mean anything", hint=f"use --every {cls.min_input_seconds:g} or more")
-    recorded = _recorded_array(input_spec)  # the file's header, read once for the whole run
+    recorded = recorded_array(input_spec)  # the file's header, read once for the whole run
     session = open_session(task_or_bundle, backend=backend, precision=precision, array=array,
                            recorded_array=recorded, force=force, log=note, trust=trust)
     note(f"backend: {session.reason}")
@@ -268,8 +259,7 @@ def _run_offline(session, input_spec, array, open_sinks, force=False, recorded=F
     channel_map = file_channel_map(Path(input_spec), audio.shape[0], array, session.task, force, note, recorded)
     if channel_map is not None:
         audio = audio[channel_map]
-    block = session.runner.streaming_graph().streaming.block / rate if session.streaming else 0.0
-    check = InputCheck(rate, max(session.task.min_input_seconds, block), f"file {Path(input_spec).name}")
+    check = InputCheck(rate, session.task.min_input_seconds, f"file {Path(input_spec).name}")
     for message in check.update(audio) + check.finish():
         note(message)
     results = [session.process(audio, rate)]
