@@ -73,9 +73,8 @@ class Dfn3Graph:
         return Streaming("audio", block=self.block, time_axes=self.time_axes, frames_per_block=self.block)
 
     def initial_state(self, batch: int = 1) -> dict[str, np.ndarray]:
-        specs = {s.name: s for s in self.inputs}
-        return {pair.input: np.zeros([batch if d == "batch" else d for d in specs[pair.input].shape], specs[pair.input].dtype)
-                for pair in self.state}
+        inputs = {spec.name: spec for spec in self.inputs}
+        return _zeros([inputs[pair.input] for pair in self.state], batch)
 
 
 # --- full-sequence network -> step network ----------------------------------------------------------
@@ -194,7 +193,11 @@ def _state_specs() -> tuple[TensorSpec, ...]:
 
 def zero_state(batch: int = 1) -> dict[str, np.ndarray]:
     """The state a stream starts from (every state input at zeros), without building the graph."""
-    return {s.name: np.zeros([batch if d == "batch" else d for d in s.shape], s.dtype) for s in _state_specs()}
+    return _zeros(_state_specs(), batch)
+
+
+def _zeros(specs, batch: int) -> dict[str, np.ndarray]:
+    return {s.name: np.zeros([batch if d == "batch" else d for d in s.shape], s.dtype) for s in specs}
 
 
 def _state_names(states: list[TensorSpec]) -> dict[str, str]:
