@@ -14,7 +14,7 @@ from edgeaudio.bundle import MANIFEST, sha256_file
 from edgeaudio.cache import cache_dir, cache_root, lock
 from edgeaudio.errors import BundleError, UsageError
 from edgeaudio.fingerprint import content_hash
-from edgeaudio.runtime import Session, load
+from edgeaudio.runtime import Session, load, made_for
 from edgeaudio.task import Task
 from edgeaudio.tasks import get_task, task_classes
 
@@ -178,13 +178,13 @@ def shipped_bundle(task: Task, checkpoint: str | Path) -> Path | None:
     if not archive.is_file():
         return None
     with tarfile.open(archive) as tar:
-        member = tar.extractfile(MANIFEST)
+        # pack_archive writes the manifest first: reading it decompresses nothing else
+        first = tar.next()
+        member = tar.extractfile(first if first is not None and first.name == MANIFEST else MANIFEST)
         manifest = json.loads(member.read()) if member is not None else {}
-    provenance, made_by = manifest.get("provenance", {}), manifest.get("task", {})
-    same_config = json.dumps(provenance.get("config"), sort_keys=True) == json.dumps(task.config, sort_keys=True)
-    if (made_by.get("name"), str(made_by.get("version"))) != (task.name, str(task.version)) or not same_config:
+    if not made_for(manifest, task):
         return None
-    return archive if provenance.get("checkpoint_sha256") == sha256_file(checkpoint) else None
+    return archive if manifest.get("provenance", {}).get("checkpoint_sha256") == sha256_file(checkpoint) else None
 
 
 def open_session(

@@ -555,7 +555,7 @@ def load(
         from edgeaudio.signing import trust_setting
 
         bundle = load_bundle(bundle, trust=trust_setting(trust) if trust else None)
-    if task is None or not _made_for(bundle, task):
+    if task is None or not made_for(bundle.manifest, task):
         task = task_for_bundle(bundle)
     options: dict[str, Any] = {"threads": threads} if threads else {}
     if device:
@@ -576,11 +576,12 @@ def load(
     return session
 
 
-def _made_for(bundle: Bundle, task: Task) -> bool:
+def made_for(manifest: Mapping[str, Any], task: Task) -> bool:
+    """Whether a bundle's manifest records ``task``: its name, version and config."""
     import json
 
-    info, recorded = bundle.manifest["task"], bundle.manifest.get("provenance", {}).get("config")
-    return (info["name"] == task.name and str(info["version"]) == str(task.version)
+    info, recorded = manifest.get("task", {}), manifest.get("provenance", {}).get("config")
+    return (info.get("name") == task.name and str(info.get("version")) == str(task.version)
             and json.dumps(recorded, sort_keys=True) == json.dumps(task.config, sort_keys=True))
 
 
