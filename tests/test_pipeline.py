@@ -230,6 +230,17 @@ class SlowStreamTask(TinyTask):
         return super().decode(outputs, start_frame)
 
 
+class NanStreamTask(TinyTask):
+    """The tiny streaming task whose results turn NaN from frame ``nan_from`` on: a model gone bad."""
+
+    name = "tiny-nan"
+    nan_from = 50
+
+    def decode(self, outputs, start_frame=0):
+        rows = super().decode(outputs, start_frame)
+        return [{**row, "level": float("nan") if row["frame"] >= self.nan_from else 0.0} for row in rows]
+
+
 class TinyPipelinePlugin:
     """The tiny tasks and a two-mic array profile for them."""
 
@@ -238,7 +249,7 @@ class TinyPipelinePlugin:
 
     @hookimpl
     def register_tasks(self, register):
-        for cls in (TinyTask, SlowClipTask, SlowStreamTask):
+        for cls in (TinyTask, SlowClipTask, SlowStreamTask, NanStreamTask):
             register(cls)
 
     @hookimpl
@@ -260,7 +271,7 @@ def tiny_world(tmp_path_factory):
         "capture_channels: 2\nsample_format: float32\nportaudio_pattern: '^no-such-device$'\n"
     )
     with registered_plugin(TinyPipelinePlugin(root / "profiles"), "pipeline-tiny"):
-        for task in ("tiny", "tiny-slow", "tiny-slow-stream"):
+        for task in ("tiny", "tiny-slow", "tiny-slow-stream", "tiny-nan"):
             export(task, target="x86-cpu", precisions=["fp32"], backends=["onnxruntime"], output=root / task,
                    log=lambda message: None)
         yield root
@@ -365,6 +376,22 @@ def test_a_stage_runs_on_its_thread_budget_and_chunk(tiny_world, tmp_path, monke
     assert sorted(set(time_s for time_s, _ in results.of("one"))) == [0.3, 0.6, 0.9, 1.0]
     assert summary["stages"]["free"]["results"] == 100 and not results.of("free")  # its own sink only
     assert len(Path("free.jsonl").read_text().splitlines()) == 100
+
+
+def test_a_stage_gone_nan_fails_the_run_and_leaves_no_partial_file(tiny_world, tmp_path):
+    """NaN in one stage's results is refused before any sink or stage sees it, and the failed run
+    aborts every sink and the result stream: no file appears, hidden or not, not even the good
+    stage's."""
+    from edgeaudio.errors import ModelOutputError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    pipe = tiny_pipeline(tmp_path, tiny_world, f"  good: {{{{task: {{root}}/tiny, sinks: [{{{{jsonl: {out}/good.jsonl}}}}]}}}}\n"
+                         f"  bad: {{{{task: {{root}}/tiny-nan, sinks: [json, {{{{jsonl: {out}/bad.jsonl}}}}]}}}}\n")
+    with pytest.raises(ModelOutputError, match=r"NaN in stage bad after 0\.\d+ s of its input") as failed:
+        pipe.run(tiny_input(tmp_path / "in.wav", 2.0), output=str(out / "all.jsonl"), log=lambda message: None)
+    assert failed.value.hint
+    assert sorted(p.name for p in out.iterdir()) == []
 
 
 class VanishingDevice(Source):

@@ -185,6 +185,10 @@ class ResultStream:
     def close(self) -> None:
         """Flush and release; safe to call more than once."""
 
+    def abort(self) -> None:
+        """Release after a failed run, keeping nothing it would have written; by default ``close``."""
+        self.close()
+
     def summary(self) -> str | None:
         return None
 
@@ -201,6 +205,9 @@ class JsonResultLines(ResultStream):
 
     def close(self) -> None:
         self._lines.close()
+
+    def abort(self) -> None:
+        self._lines.abort()
 
     def summary(self) -> str | None:
         return self._lines.summary()
@@ -235,7 +242,7 @@ class _Run:
             for stage in self.stages.values():
                 stage.open_sinks()
         except BaseException:
-            self._close_sinks()
+            self._close_sinks(failed=True)
             raise
 
     def go(self, seconds: float | None) -> dict[str, Any]:
@@ -286,7 +293,7 @@ class _Run:
                     stage.finish()
                 for stage in self.stages.values():
                     stage.thread.join()
-            self._close_sinks()
+            self._close_sinks(failed=self.abort.is_set())
         lost.check(final=True)
         failed = next((stage.error for stage in self.stages.values() if stage.error is not None), None)
         if failed is not None:
@@ -295,11 +302,13 @@ class _Run:
             self.log(line)
         return self._summary(ended, error, delivered / rate, usage)
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self, failed: bool) -> None:
+        """Close every sink and the result stream; after a failure abort them instead, so that no
+        partial file is left behind."""
         for stage in self.stages.values():
             for sink in stage.sinks:
-                sink.close()
-        self.stream.close()
+                sink.abort() if failed else sink.close()
+        self.stream.abort() if failed else self.stream.close()
 
     def _summary(self, ended: str, error: str | None, audio: float, usage) -> dict[str, Any]:
         after = resource.getrusage(resource.RUSAGE_SELF)

@@ -15,7 +15,8 @@ import numpy as np
 from edgeaudio.errors import UsageError
 from edgeaudio.live.loop import WINDOW_S, _latency_ms
 from edgeaudio.live.pipeline_spec import NEVER, SinkSpec, StageSpec
-from edgeaudio.live.sinks import JsonLinesSink, Sink, SpeakerSink, UdpSink, WavSink, plugin_sinks, result_items
+from edgeaudio.live.sinks import (JsonLinesSink, Sink, SpeakerSink, UdpSink, WavSink, check_finite, plugin_sinks,
+                                  result_items)
 from edgeaudio.runtime import DEFAULT_WINDOW_S
 from edgeaudio.task import InputKind, Task
 
@@ -272,6 +273,7 @@ class Stage:
         """Results out: audio on to the stages reading this one first, then the sinks."""
         if not results:
             return
+        check_finite(results, f" in stage {self.name} after {end / self.rate:.2f} s of its input")
         if self.readers:
             audio = self.task.results_to_audio(results)
             if audio is not None and np.size(audio):
