@@ -251,21 +251,25 @@ def pipeline(
     spec names its stage, and comes before any model is loaded."""
     from edgeaudio.errors import EdgeAudioError
     from edgeaudio.live.pipeline import Pipeline
-    from edgeaudio.live.pipeline_spec import (CAPTURE, PipelineSpec, capture_array, check_tasks, load_spec, stage_tasks,
-                                              task_refs)
+    from edgeaudio.live.pipeline_spec import (CAPTURE, PipelineSpec, capture_array, check_tasks, load_spec,
+                                              stage_bundles, stage_tasks, task_refs)
 
     spec = spec if isinstance(spec, PipelineSpec) else load_spec(spec)
     refs = task_refs(spec)
-    profile = capture_array(spec, refs, array or recorded_array, log)
-    tasks = stage_tasks(spec, refs, profile.name)
+    bundles = stage_bundles(spec, refs)
+    profile = capture_array(spec, refs, bundles, array or recorded_array, log)
+    tasks = stage_tasks(spec, refs, bundles, profile.name)
     check_tasks(spec, tasks, profile, force)
     sessions = {}
     for stage in spec.stages:
         on_array = tasks[stage.name].per_array and stage.input.source == CAPTURE and refs[stage.name] == stage.task
+        chosen = {"backend": stage.backend or backend, "precision": stage.precision or precision, "threads": stage.threads}
         try:
-            sessions[stage.name] = open_session(
-                refs[stage.name], backend=stage.backend or backend, precision=stage.precision or precision,
-                array=profile.name if on_array else None, force=force, log=log, threads=stage.threads)
+            if stage.name in bundles:
+                sessions[stage.name] = load(bundles[stage.name], task=tasks[stage.name], **chosen)
+            else:
+                sessions[stage.name] = open_session(refs[stage.name], array=profile.name if on_array else None,
+                                                    force=force, log=log, **chosen)
         except EdgeAudioError as exc:  # the same error, saying which stage it stopped
             exc.args = (f"stage '{stage.name}': {exc}",)
             raise

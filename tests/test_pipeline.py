@@ -386,12 +386,38 @@ def test_a_stage_gone_nan_fails_the_run_and_leaves_no_partial_file(tiny_world, t
 
     out = tmp_path / "out"
     out.mkdir()
-    pipe = tiny_pipeline(tmp_path, tiny_world, f"  good: {{{{task: {{root}}/tiny, sinks: [{{{{jsonl: {out}/good.jsonl}}}}]}}}}\n"
+    pipe = tiny_pipeline(tmp_path, tiny_world,
+                         f"  good: {{{{task: {{root}}/tiny, sinks: [{{{{jsonl: {out}/good.jsonl}}}}]}}}}\n"
                          f"  bad: {{{{task: {{root}}/tiny-nan, sinks: [json, {{{{jsonl: {out}/bad.jsonl}}}}]}}}}\n")
     with pytest.raises(ModelOutputError, match=r"NaN in stage bad after 0\.\d+ s of its input") as failed:
         pipe.run(tiny_input(tmp_path / "in.wav", 2.0), output=str(out / "all.jsonl"), log=lambda message: None)
     assert failed.value.hint
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_bundle_shared_by_stages_is_opened_and_verified_once(tiny_world, tmp_path, monkeypatch):
+    """Checking the spec, finding the capture's array and opening the sessions all use one opened
+    bundle: its files are hashed (and an archive unpacked) once, not once per step and stage."""
+    import edgeaudio.bundle
+    import edgeaudio.runtime
+
+    opened = []
+
+    def counted(location, *args, **kwargs):
+        opened.append(Path(location))
+        return real(location, *args, **kwargs)
+
+    real = edgeaudio.bundle.load_bundle
+    monkeypatch.setattr(edgeaudio.bundle, "load_bundle", counted)
+    monkeypatch.setattr(edgeaudio.runtime, "load_bundle", counted)
+    spec = tmp_path / "shared.yaml"
+    spec.write_text(f"capture: {{array: pipe-test}}\nstages:\n  a: {{task: {tiny_world}/tiny}}\n"
+                    f"  b: {{task: {tiny_world}/tiny, chunk: 200ms}}\n")
+    from edgeaudio.api import pipeline
+
+    pipe = pipeline(spec, backend="onnxruntime", log=lambda message: None)
+    assert opened == [tiny_world / "tiny"]
+    assert pipe.sessions["a"].bundle is pipe.sessions["b"].bundle and pipe.sessions["a"] is not pipe.sessions["b"]
 
 
 class VanishingDevice(Source):

@@ -28,6 +28,7 @@ from edgeaudio.profiles import _Invalid, _display, _lowercase_name, _positive_in
 from edgeaudio.task import InputKind, ResultKind
 
 if TYPE_CHECKING:
+    from edgeaudio.bundle import Bundle
     from edgeaudio.profiles import ArrayProfile
     from edgeaudio.task import Task
 
@@ -454,26 +455,39 @@ def _shown(spec: PipelineSpec) -> str:
 # --- the capture's array and the stages' tasks, before any model is loaded -----------------------
 
 
-def stage_tasks(spec: PipelineSpec, refs: Mapping[str, str], array: str | None) -> dict[str, Task]:
-    """Each stage's task, configured as its model will be: a task trained per array that reads
-    the capture gets ``array``'s model; a bundle's task is the one its manifest names."""
+def stage_bundles(spec: PipelineSpec, refs: Mapping[str, str]) -> dict[str, Bundle]:
+    """The bundle of each stage that names one (not a task), opened and verified once per path:
+    stages sharing a bundle share its unpacked files."""
     from edgeaudio.bundle import load_bundle
+    from edgeaudio.tasks import task_classes
+
+    installed, opened = task_classes(), {}
+    for ref in {refs[stage.name] for stage in spec.stages} - set(installed):
+        opened[ref] = load_bundle(ref)
+    return {stage.name: opened[refs[stage.name]] for stage in spec.stages if refs[stage.name] in opened}
+
+
+def stage_tasks(spec: PipelineSpec, refs: Mapping[str, str], bundles: Mapping[str, Bundle],
+                array: str | None) -> dict[str, Task]:
+    """Each stage's task, configured as its model will be: a task trained per array that reads
+    the capture gets ``array``'s model; a bundle's task (``bundles``, by stage) is the one its
+    manifest names."""
     from edgeaudio.runtime import task_for_bundle
     from edgeaudio.tasks import get_task, task_classes
 
     installed = task_classes()
     tasks = {}
     for stage in spec.stages:
+        if stage.name in bundles:
+            tasks[stage.name] = task_for_bundle(bundles[stage.name])
+            continue
         ref = refs[stage.name]
-        if ref in installed:
-            per_array = installed[ref].per_array and array is not None and stage.input.source == CAPTURE
-            tasks[stage.name] = get_task(ref, {"array": array} if per_array else None)
-        else:
-            tasks[stage.name] = task_for_bundle(load_bundle(ref))
+        per_array = installed[ref].per_array and array is not None and stage.input.source == CAPTURE
+        tasks[stage.name] = get_task(ref, {"array": array} if per_array else None)
     return tasks
 
 
-def capture_array(spec: PipelineSpec, refs: Mapping[str, str], named: str | None,
+def capture_array(spec: PipelineSpec, refs: Mapping[str, str], bundles: Mapping[str, Bundle], named: str | None,
                   log: Callable[[str], None] = lambda message: None) -> ArrayProfile:
     """The capture's microphone array: ``named`` (``--device``, or the array an input file
     declares), else the spec's ``capture.array``, else the array the first stage reading the
@@ -482,7 +496,7 @@ def capture_array(spec: PipelineSpec, refs: Mapping[str, str], named: str | None
 
     name = named or spec.capture.array
     if name is None:
-        defaults = stage_tasks(spec, refs, None)
+        defaults = stage_tasks(spec, refs, bundles, None)
         readers = [defaults[stage.name] for stage in spec.readers(CAPTURE)]
         name = next((task.array for task in readers if task.array), None)
         if name is None and readers and all(task.channels == 1 for task in readers):
