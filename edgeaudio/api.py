@@ -146,11 +146,12 @@ def default_bundle(task: str | Task, log: Log = print, array: str | None = None)
         )
     if checkpoint is None:
         raise UsageError(f"task '{name}' ships no default weights", hint=f"train it first: edgeaudio train {name}")
-    shipped = shipped_bundle(task_obj, checkpoint)
+    digest = sha256_file(checkpoint)
+    shipped = shipped_bundle(task_obj, checkpoint, digest)
     if shipped is not None:
         return shipped, task_obj
     profile, _ = this_host()
-    key = f"{name}-{task_obj.version}-{profile.name}-fp32-{sha256_file(checkpoint)[:12]}"
+    key = f"{name}-{task_obj.version}-{profile.name}-fp32-{digest[:12]}"
     target = cache_root() / "default-bundles" / key
     if (target / MANIFEST).is_file():
         return target, task_obj
@@ -166,11 +167,12 @@ def default_bundle(task: str | Task, log: Log = print, array: str | None = None)
     return target, task_obj
 
 
-def shipped_bundle(task: Task, checkpoint: str | Path) -> Path | None:
+def shipped_bundle(task: Task, checkpoint: str | Path, digest: str | None = None) -> Path | None:
     """The bundle archive shipped beside ``checkpoint`` (same name, ``.eab``) when its manifest
-    says it was exported from exactly these weights (sha256), by this task version, with this
-    config; None otherwise (a retrained checkpoint, a changed config), and then the weights
-    are exported instead. Its files' hashes are checked when it is loaded."""
+    says it was exported from exactly these weights (sha256, ``digest`` when the caller has it),
+    by this task version, with this config; None otherwise (a retrained checkpoint, a changed
+    config), and then the weights are exported instead. Its files' hashes are checked when it is
+    loaded."""
     import json
     import tarfile
 
@@ -184,7 +186,8 @@ def shipped_bundle(task: Task, checkpoint: str | Path) -> Path | None:
         manifest = json.loads(member.read()) if member is not None else {}
     if not made_for(manifest, task):
         return None
-    return archive if manifest.get("provenance", {}).get("checkpoint_sha256") == sha256_file(checkpoint) else None
+    recorded = manifest.get("provenance", {}).get("checkpoint_sha256")
+    return archive if recorded == (digest or sha256_file(checkpoint)) else None
 
 
 def open_session(
@@ -288,7 +291,7 @@ def bench(bundle: str | Path, validate: bool = False, trust: Sequence[str | Path
     loaded = load_bundle(bundle, trust=trust_setting(trust) if trust else None)
     if validate:
         options["validation"] = task_for_bundle(loaded).validation_set()
-    report = run_bench(bundle, **options)
+    report = run_bench(loaded, **options)
     if validate:
         report["validation_sha256"] = content_hash(options["validation"])
     return report

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeaudio import registry
-from edgeaudio.bundle import load_bundle
+from edgeaudio.bundle import Bundle, load_bundle
 from edgeaudio.errors import BackendUnavailable, UsageError
 from edgeaudio.runtime import PROBE_PROMPT, load, probe_signal
 from edgeaudio.task import InputKind
@@ -233,7 +233,7 @@ def _max_abs(reference: dict[str, Any], outputs: dict[str, Any]) -> float | None
 
 
 def run_bench(
-    bundle: str | Path,
+    bundle: str | Path | Bundle,
     backends: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
     seconds: float = 10.0,
@@ -246,14 +246,15 @@ def run_bench(
     isolate: bool = True,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
-    """Benchmark every (backend, precision) artifact of ``bundle``; torch first as the baseline.
+    """Benchmark every (backend, precision) artifact of ``bundle`` (a path, or a bundle already
+    opened and verified); torch first as the baseline.
 
     ``audio``: the signal [channels, samples] at the task's rate (default ``seconds`` of
     ``runtime.probe_signal``); ``chunk_ms``: the streamed chunk (default one graph block, the task's
     smallest); ``rounds``: interleaved timing rounds after ``warmup`` calls; ``isolate``: each
     row in a fresh process (rows of a bundle whose task was registered in this process as an
     object, not a module, run here, and the report says their memory is not isolated)."""
-    loaded = load_bundle(bundle)
+    loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     pairs = list(loaded.artifacts())
     pairs.sort(key=lambda pair: pair[0] != "torch")
     if backends:

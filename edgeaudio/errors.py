@@ -6,6 +6,8 @@ while doing the work exits with 1.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 
 class EdgeAudioError(Exception):
     """Base of every error edgeaudio raises on purpose."""
@@ -90,6 +92,15 @@ EXTRAS: dict[str, str | None] = {
     "soxr": None,
     "scipy": None,
 }
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"did you mean 'X'? "`` for the choice closest to a misspelt ``word``, or ``""``: the
+    start of a hint that then lists the choices."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
 
 
 def report(exc: EdgeAudioError) -> int:

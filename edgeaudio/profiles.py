@@ -10,7 +10,6 @@ resolve both and always say, in one line, which profile they chose and why.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib.resources
 import os
@@ -24,7 +23,7 @@ from typing import Any, Callable, ClassVar, Iterable, Union
 import yaml
 
 from edgeaudio import registry
-from edgeaudio.errors import EdgeAudioError, ProfileError
+from edgeaudio.errors import EdgeAudioError, ProfileError, did_you_mean
 from edgeaudio.hookspecs import hookimpl
 
 BACKENDS = ("tensorrt", "openvino", "onnxruntime", "torch")
@@ -323,11 +322,9 @@ def _check_fields(shown: str, kind: str, data: dict) -> dict[str, Any]:
     checks = FIELDS[kind]
     for field in data:
         if field not in checks:
-            close = difflib.get_close_matches(str(field), checks, n=1)
-            suggestion = f"did you mean '{close[0]}'? " if close else ""
             raise ProfileError(
                 f"{shown}: unknown field '{field}' for a {kind} profile",
-                hint=f"{suggestion}allowed fields: {', '.join(checks)}",
+                hint=f"{did_you_mean(field, checks)}allowed fields: {', '.join(checks)}",
             )
     missing = [field for field in checks if field not in data]
     if missing:

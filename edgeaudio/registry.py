@@ -11,7 +11,6 @@ None of them breaks the CLI or the other plugins.
 
 from __future__ import annotations
 
-import difflib
 import os
 import threading
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Callable
 import pluggy
 
 from edgeaudio import hookspecs
+from edgeaudio.errors import did_you_mean
 
 ENTRY_POINT_GROUP = "edgeaudio"
 ALLOWLIST_ENV = "EDGEAUDIO_LOAD_PLUGINS"
@@ -93,8 +93,8 @@ def _check_hook_names(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
     known = [spec for spec in dir(hookspecs) if spec.startswith("register_")]
     for caller in pm.get_hookcallers(plugin) or []:
         if not caller.has_spec():
-            close = difflib.get_close_matches(caller.name, known, n=1)
-            guess = f" (did you mean '{close[0]}'?)" if close else f" (hooks: {', '.join(known)})"
+            close = did_you_mean(caller.name, known).strip()
+            guess = f" ({close})" if close else f" (hooks: {', '.join(known)})"
             record_failure(name, f"implements unknown hook '{caller.name}'{guess}; it is never called")
 
 

@@ -16,14 +16,13 @@ twice is an error, not a silent overwrite), with their field checks where they f
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 
-from edgeaudio.errors import UsageError
+from edgeaudio.errors import UsageError, did_you_mean
 from edgeaudio.profiles import _Invalid, _display, _lowercase_name, _positive_int, read_strict_yaml
 from edgeaudio.task import InputKind, ResultKind
 
@@ -178,10 +177,8 @@ def _read_yaml(path: Path, shown: str) -> Any:
 def _unknown_fields(shown: str, where: str, data: dict, allowed: tuple[str, ...]) -> None:
     for field in data:
         if field not in allowed:
-            close = difflib.get_close_matches(str(field), allowed, n=1)
-            suggestion = f"did you mean '{close[0]}'? " if close else ""
             raise PipelineSpecError(f"{shown}: {where}: unknown field '{field}'",
-                                    hint=f"{suggestion}allowed fields: {', '.join(allowed)}")
+                                    hint=f"{did_you_mean(field, allowed)}allowed fields: {', '.join(allowed)}")
 
 
 def _field(shown: str, where: str, field: str, value: Any, check: Callable[[Any], Any]) -> Any:
@@ -324,11 +321,9 @@ def _check_inputs(shown: str, spec: PipelineSpec) -> None:
     for stage in spec.stages:
         source = stage.input.source
         if source != CAPTURE and source not in names:
-            close = difflib.get_close_matches(source, names + [CAPTURE], n=1)
-            suggestion = f"did you mean '{close[0]}'? " if close else ""
             raise PipelineSpecError(
                 f"{shown}: stage '{stage.name}': field 'input' reads '{source}', which is neither {CAPTURE} nor a stage",
-                hint=f"{suggestion}stages here: {', '.join(names)}")
+                hint=f"{did_you_mean(source, names + [CAPTURE])}stages here: {', '.join(names)}")
     for stage in spec.stages:
         path = [stage.name]
         while (source := spec.stage(path[-1]).input.source) != CAPTURE:
@@ -353,11 +348,9 @@ def stage_task_ref(spec: PipelineSpec, stage: StageSpec, installed: Mapping[str,
         if candidate.exists():
             return str(candidate)
     known = ", ".join(sorted(installed)) or "none"
-    close = difflib.get_close_matches(stage.task, list(installed), n=1)
-    suggestion = f"did you mean '{close[0]}'? " if close else ""
     raise PipelineSpecError(
         f"{_shown(spec)}: stage '{stage.name}': field 'task': '{stage.task}' is neither an installed task ({known}) "
-        "nor a bundle path", hint=f"{suggestion}see `edgeaudio plugins`, or give a bundle folder relative to the spec")
+        "nor a bundle path", hint=f"{did_you_mean(stage.task, installed)}see `edgeaudio plugins`, or give a bundle folder relative to the spec")
 
 
 def capture_rate(spec: PipelineSpec, tasks: Mapping[str, Task]) -> int:
