@@ -286,20 +286,19 @@ def _inside(root: Path, relative: str) -> Path:
 def pack_archive(bundle_dir: str | os.PathLike, archive: str | os.PathLike) -> Path:
     """Write the single-file form: a tar of the manifest, its signature when there is one, and
     every file the manifest lists, in that order; written beside ``archive`` and renamed on success."""
-    from edgeaudio.staging import PendingFile
+    from edgeaudio.staging import write_atomically
 
     bundle = load_bundle(bundle_dir, trust=Trust())
-    pending = PendingFile(archive)
-    try:
-        with tarfile.open(pending.path, "w") as tar:
+
+    def write(path: Path) -> None:
+        with tarfile.open(path, "w") as tar:
             tar.add(bundle.root / MANIFEST, arcname=MANIFEST)
             if (bundle.root / SIGNATURE).is_file():
                 tar.add(bundle.root / SIGNATURE, arcname=SIGNATURE)
             for relative in bundle.manifest["files"]:
                 tar.add(bundle.root / relative, arcname=relative)
-        return pending.commit()
-    finally:
-        pending.discard()
+
+    return write_atomically(archive, write)
 
 
 def unpack_archive(archive: Path, extract_to: str | os.PathLike | None = None) -> Path:

@@ -21,6 +21,7 @@ from edgeaudio.backends.base import GraphRunner, backends
 from edgeaudio.bundle import Bundle, load_bundle
 from edgeaudio.errors import BackendUnavailable, BundleError, EdgeAudioError, UsageError
 from edgeaudio.task import InputKind, Runner, StatePair, Streaming, Task, TensorSpec
+from edgeaudio.staging import write_atomically
 from edgeaudio.tasks import get_task
 
 FALLBACK_ORDER = ("openvino", "onnxruntime", "tensorrt", "torch")
@@ -198,6 +199,13 @@ class Session:
         if self.streaming:
             return Stream(self, keep_outputs)
         return WindowedStream(self, every or DEFAULT_WINDOW_S)
+
+    def warm_up(self, every: float | None = None) -> None:
+        """One block of silence through a throwaway stream (``every`` as for ``stream``), before a
+        live run starts: the first inference and decode pay for lazy imports and allocations (0.4 s
+        for SELD's decoder), which on the first live chunk would be a latency spike and a backlog."""
+        scratch = self.stream(every)
+        scratch.accept(np.zeros((self.task.channels, scratch.block), np.float32))
 
 
 @dataclass
@@ -472,10 +480,7 @@ def _measured_choice(bundle: Bundle, task: Task, candidates, options: dict[str, 
         when = datetime.datetime.now().isoformat(timespec="minutes")
         measured, what = measure_candidates(bundle, task, candidates, options)
         record = {"host": host, "bundle": str(bundle.root), "measured_at": when, "probe": what, "measured": measured}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        spare = path.with_suffix(f".{os.getpid()}.tmp")
-        spare.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(spare, path)
+        write_atomically(path, lambda spare: spare.write_text(json.dumps(record, indent=1) + "\n"))
         source = f"measured now, kept in {path}"
     else:
         source = f"as measured on this host {record['measured_at']} ({path})"

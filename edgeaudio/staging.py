@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 _STAGING = re.compile(r"^\.(?P<purpose>[a-z]+)-(?P<pid>\d+)-[^/]+$")
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
@@ -82,6 +83,18 @@ class PendingFile:
         if not self.done:
             self.done = True
             self.path.unlink(missing_ok=True)
+
+
+def write_atomically(target: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """``write(path)`` into a ``PendingFile`` beside ``target``, renamed onto it once ``write``
+    returns and removed if it raises; returns the target's path. ``path`` has no meaningful
+    suffix: a writer that reads the format from the name must be told it."""
+    pending = PendingFile(target)
+    try:
+        write(pending.path)
+        return pending.commit()
+    finally:
+        pending.discard()
 
 
 def glob_escape(name: str) -> str:

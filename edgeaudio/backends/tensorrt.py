@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -30,6 +29,7 @@ from edgeaudio.bundle import sha256_file
 from edgeaudio.errors import BackendUnavailable, EdgeAudioError, ExportError, UsageError
 from edgeaudio.hookspecs import hookimpl
 from edgeaudio.graphspec import TensorSpec
+from edgeaudio.staging import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -163,15 +163,7 @@ class EngineCache:
         """Store ``engine`` under ``fingerprint`` atomically; returns the file's path."""
         self.root.mkdir(parents=True, exist_ok=True)
         header = self.MAGIC + fingerprint.encode() + b"\n" + hashlib.sha256(engine).hexdigest().encode() + b"\n\n"
-        handle = tempfile.NamedTemporaryFile(dir=self.root, prefix=".building-", delete=False)
-        try:
-            with handle:
-                handle.write(header + engine)
-            os.replace(handle.name, self.path(fingerprint))
-        except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
-            raise
-        return self.path(fingerprint)
+        return write_atomically(self.path(fingerprint), lambda building: building.write_bytes(header + engine))
 
 
 def run_in_pieces(

@@ -53,7 +53,7 @@ def run_live(
     ended, error, failed = "end", None, True
     try:
         try:
-            _warm_up(stream)
+            stream.session.warm_up(getattr(stream, "every", None))  # a windowed stream: its own window
             with _ctrl_c_stops(loop.stop):
                 ended = loop.consume(seconds)
         except DeviceLost as exc:
@@ -72,16 +72,6 @@ def run_live(
         for sink in sinks:
             sink.abort() if failed else sink.close()
     return loop.summary(ended, error)
-
-
-def _warm_up(stream: Stream) -> None:
-    """One block of silence through a throwaway stream of the same session, before capture starts.
-
-    The first inference and decode pay for lazy imports and allocations (0.4 s for SELD's decoder
-    here); on the first live chunk that would be a latency spike and a backlog to catch up on.
-    """
-    scratch = stream.session.stream()
-    scratch.accept(np.zeros((stream.session.task.channels, scratch.block), np.float32))
 
 
 class _Loop:

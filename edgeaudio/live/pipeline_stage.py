@@ -194,10 +194,7 @@ class Stage:
         self.thread.start()
 
     def warm_up(self) -> None:
-        """One block of silence through a throwaway stream before capture starts: the first call
-        pays for lazy imports and allocations, which would otherwise be a latency spike."""
-        scratch = self.session.stream(self.every)
-        scratch.accept(np.zeros((self.task.channels, scratch.block), np.float32))
+        self.session.warm_up(self.every)
 
     def _work(self) -> None:
         try:

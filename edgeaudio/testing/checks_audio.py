@@ -12,6 +12,7 @@ from edgeaudio.testing.common import (
     WINDOW_SECONDS,
     _chunk_sizes,
     _describe,
+    _in_chunks,
     _json_checked,
     _merge,
     _require,
@@ -85,10 +86,7 @@ class AudioChecks:
                  f"Session.stream(every={WINDOW_SECONDS}) of a clip task gave {type(stream).__name__} with block "
                  f"{getattr(stream, 'block', None)}, expected windows of {window} samples")
         chunk = window // 3 + 1  # windows end inside chunks
-        live = []
-        for offset in range(0, audio.shape[1], chunk):
-            live += stream.accept(audio[:, offset : offset + chunk], rate)
-        live += stream.flush()
+        live = _in_chunks(stream, audio, rate, chunk)
         starts = range(0, audio.shape[1], window)
         _require(len(live) == len(starts), f"{len(live)} live result(s) for {audio.shape[1]} samples in windows of "
                                            f"{window}; expected {len(starts)}")

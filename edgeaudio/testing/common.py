@@ -122,11 +122,17 @@ def _chunk_sizes(block: int) -> list[int]:
     return [37, block, 3 * block + 1]
 
 
+def _in_chunks(stream, audio: np.ndarray, rate: int, chunk: int) -> list[Any]:
+    """Every result of ``stream`` fed ``audio`` ``chunk`` samples at a time, then flushed."""
+    results = []
+    for offset in range(0, audio.shape[1], chunk):
+        results += stream.accept(audio[:, offset : offset + chunk], rate)
+    return results + stream.flush()
+
+
 def _stream_raw(session, audio: np.ndarray, rate: int, chunk: int) -> dict[str, np.ndarray]:
     stream = session.stream(keep_outputs=True)
-    for offset in range(0, audio.shape[1], chunk):
-        stream.accept(audio[:, offset : offset + chunk], rate)
-    stream.flush()
+    _in_chunks(stream, audio, rate, chunk)
     return stream.outputs()
 
 

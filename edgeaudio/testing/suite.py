@@ -28,6 +28,7 @@ from edgeaudio.testing.common import (
     WINDOW_SECONDS,
     _chunk_sizes,
     _example_audio,
+    _in_chunks,
     _noise,
     _require,
 )
@@ -238,10 +239,7 @@ class Conformance(EveryTaskChecks, AudioChecks, TextChecks):
         ``audio`` in chunks that do not divide its block, then flushed."""
         stream = session.stream(every=WINDOW_SECONDS)
         chunk = _chunk_sizes(stream.block)[0] if session.streaming else stream.block // 3 + 1
-        results = []
-        for offset in range(0, audio.shape[1], chunk):
-            results += stream.accept(audio[:, offset : offset + chunk], rate)
-        return results + stream.flush()
+        return _in_chunks(stream, audio, rate, chunk)
 
     def _audio(self, task: Task, seconds: float | None = None) -> tuple[np.ndarray, int]:
         """The audio every check feeds, taken once (building the graphs may load a model);

@@ -15,16 +15,16 @@ Safetensors plus JSON only, never pickle, so opening one cannot run code:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from edgeaudio.errors import EdgeAudioError
+from edgeaudio.staging import write_atomically
 from edgeaudio.training.distributed import say
 from edgeaudio.weights import load_weights, save_weights
 
@@ -61,14 +61,14 @@ def save_checkpoint(model, optimizer, config: TrainConfig, run: RunState, save_b
     """Write weights, optimizer tensors, then ``last.json`` last: the JSON is the commit point."""
     out = config.out_dir
     stamp = {"epoch": str(run.epoch)}
-    _write_atomically(out / LAST_WEIGHTS, lambda tmp: save_weights(model, tmp, stamp))
+    write_atomically(out / LAST_WEIGHTS, lambda tmp: save_weights(model, tmp, stamp))
     if ema is not None:
-        _write_atomically(out / EMA_WEIGHTS, lambda tmp: save_weights(ema.shadow, tmp, stamp))
+        write_atomically(out / EMA_WEIGHTS, lambda tmp: save_weights(ema.shadow, tmp, stamp))
     tensors, optimizer_rest = _split_optimizer_state(optimizer.state_dict())
-    _write_atomically(out / LAST_OPTIMIZER, lambda tmp: save_file(tensors, str(tmp), metadata=stamp))
+    write_atomically(out / LAST_OPTIMIZER, lambda tmp: save_file(tensors, str(tmp), metadata=stamp))
     if save_best:
         best_stamp = {**stamp, "metric": config.best_metric, "value": repr(run.best_value)}
-        _write_atomically(out / BEST_WEIGHTS, lambda tmp: save_weights(model, tmp, best_stamp))
+        write_atomically(out / BEST_WEIGHTS, lambda tmp: save_weights(model, tmp, best_stamp))
     state = {
         "epoch": run.epoch,
         "step": run.step,
@@ -83,15 +83,8 @@ def save_checkpoint(model, optimizer, config: TrainConfig, run: RunState, save_b
         "segments": run.segments,
         "optimizer": optimizer_rest,
     }
-    _write_atomically(out / HISTORY, lambda tmp: tmp.write_text(json.dumps(run.history, indent=1)))
-    _write_atomically(out / LAST_STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write beside the target and rename, so a crash never leaves a half-written file behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    write_atomically(out / HISTORY, lambda tmp: tmp.write_text(json.dumps(run.history, indent=1)))
+    write_atomically(out / LAST_STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
 
 
 def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -36,6 +36,7 @@ from edgeaudio.graphspec import StatePair, Streaming, TensorSpec
 from edgeaudio.plugins.enhance import dfn3_dsp
 from edgeaudio.plugins.enhance.dfn3_dsp import OPSET, Builder, Dfn3Config
 from edgeaudio.plugins.enhance.dfn3_wheel import load_model
+from edgeaudio.staging import write_atomically
 
 BUILDER_VERSION = "1"  # the graph's design; a built file also records a hash of the code that built it
 BUILD_KEY = "edgeaudio.dfn3.build"
@@ -231,10 +232,7 @@ def build_dfn3_graph(out_path: Path, gates: tuple[float, float, float] | None = 
     if stored is None:
         stored = _build(model, cfg)
         helper.set_model_props(stored, {BUILD_KEY: key})
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        onnx.save(stored, tmp)
-        tmp.replace(out_path)
+        write_atomically(out_path, lambda building: onnx.save(stored, building, format="protobuf"))
     inputs = [TensorSpec(v.name, tuple(_dims(v))) for v in stored.graph.input]
     outputs = [TensorSpec(v.name, tuple(_dims(v))) for v in stored.graph.output]
     state = [StatePair(t.name, f"{t.name}_out") for t in inputs if t.name != "audio"]

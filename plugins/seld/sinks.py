@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 from edgeaudio.errors import UsageError, require
 from edgeaudio.live.sinks import ResultFormat, Sink, SinkOption, TextLinesSink, result_items
-from edgeaudio.staging import PendingFile
+from edgeaudio.staging import write_atomically
 from edgeaudio.task import ResultKind, Task
 
 
@@ -86,12 +86,10 @@ class AzimuthPlotSink(Sink):
         axes.grid(alpha=0.3)
         if self.points:
             axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=2)
-        pending = PendingFile(self.path)  # beside the target, renamed into place once drawn
-        try:
-            figure.savefig(pending.path, dpi=100, bbox_inches="tight", format=self.path.suffix.lstrip(".") or "png")
-            pending.commit()
+        try:  # beside the target, renamed into place once drawn
+            write_atomically(self.path, lambda path: figure.savefig(
+                path, dpi=100, bbox_inches="tight", format=self.path.suffix.lstrip(".") or "png"))
         finally:
-            pending.discard()
             plt.close(figure)
 
     def summary(self) -> str | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from edgeaudio.errors import UsageError, require
 from edgeaudio.events.library import EventLibrary
 from edgeaudio.plugins.seld.scenes.metadata import EventRow, write_csv
+from edgeaudio.staging import write_atomically
 
 SPEED_OF_SOUND = 343.0
 COHERENCE_BLOCK = 8192
@@ -491,10 +491,8 @@ def _render_to_files(config, library, mics, seed, out: Path, name: str) -> str:
     """Worker body: render one scene and write it; the CSV lands last, marking the scene done."""
     sf = require("soundfile")
     audio, rows = render_scene(config, library, mics, seed)
-    wav = out / "mic" / f"{name}.wav"
-    partial = wav.with_name(f".{name}.partial.wav")
-    sf.write(str(partial), audio.T, config.sample_rate, subtype="PCM_16")
-    os.replace(partial, wav)
+    write_atomically(out / "mic" / f"{name}.wav",
+                     lambda partial: sf.write(str(partial), audio.T, config.sample_rate, subtype="PCM_16", format="WAV"))
     write_csv(out / "metadata" / f"{name}.csv", rows)
     return name
 
