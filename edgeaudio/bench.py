@@ -27,7 +27,7 @@ import numpy as np
 from edgeaudio import registry
 from edgeaudio.bundle import Bundle, load_bundle
 from edgeaudio.errors import BackendUnavailable, UsageError
-from edgeaudio.runtime import PROBE_PROMPT, load, probe_signal
+from edgeaudio.runtime import PROBE_PROMPT, load, probe_signal, stream_steps
 from edgeaudio.task import InputKind
 
 
@@ -123,9 +123,8 @@ def _timed(call: Callable[[], Any]) -> tuple[float, float]:
 def _stream_pass(session, audio: np.ndarray, chunk: int, recorder: _Recorder) -> list[int]:
     """One fresh Stream over ``audio`` in ``chunk``-sample chunks, the flush last, while
     ``recorder`` records; how many graph calls each step made."""
-    stream, made = session.stream(), []
-    steps = [partial(stream.accept, audio[:, offset : offset + chunk]) for offset in range(0, audio.shape[1], chunk)]
-    for step in [*steps, stream.flush]:
+    made = []
+    for step in stream_steps(session.stream(), audio, chunk):
         before = len(recorder.calls)
         step()
         made.append(len(recorder.calls) - before)
@@ -137,13 +136,13 @@ def _stream_round(session, audio: np.ndarray, chunk: int, bare, calls, made: lis
     graph calls that accept made in the recorded pass, so both meet the machine (and its caches)
     in the same state: each accept's wall seconds (its latency), and the CPU seconds of the
     runtime's steps and of the bare calls."""
-    stream, times, ours, theirs, done = session.stream(), [], 0.0, 0.0, 0
-    steps = [partial(stream.accept, audio[:, offset : offset + chunk]) for offset in range(0, audio.shape[1], chunk)]
-    for index, step in enumerate([*steps, stream.flush]):
+    times, ours, theirs, done = [], 0.0, 0.0, 0
+    steps = stream_steps(session.stream(), audio, chunk)
+    for index, step in enumerate(steps):
         wall, cpu = time.perf_counter(), time.process_time()
         step()
         ours += time.process_time() - cpu
-        if index < len(steps):
+        if index < len(steps) - 1:  # the flush is no chunk's latency
             times.append(time.perf_counter() - wall)
         if bare:
             theirs += _replay(bare, calls[done : done + made[index]])

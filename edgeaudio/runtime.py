@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -440,6 +440,15 @@ def measure_candidates(bundle: Bundle, task: Task, candidates, options: Mapping[
     return rows, what
 
 
+def stream_steps(stream: "Stream | WindowedStream", audio: np.ndarray, chunk: int) -> list[Callable[[], list[Any]]]:
+    """``audio`` into ``stream`` in ``chunk``-sample pieces, then the flush, as one call per step
+    (to run, time or count each): ``for step in stream_steps(...): step()``."""
+    from functools import partial
+
+    pieces = [partial(stream.accept, audio[:, offset : offset + chunk]) for offset in range(0, audio.shape[1], chunk)]
+    return [*pieces, stream.flush]
+
+
 def _probe(session: Session):
     """The work a backend is timed on, and its description: a streaming task's Stream over 1 s of
     probe audio in one-block chunks (live use), a clip task's ``Session.process`` on 3 s, a text
@@ -452,10 +461,8 @@ def _probe(session: Session):
         block = session.runner.streaming_graph().streaming.block
 
         def stream():
-            live = session.stream()
-            for offset in range(0, audio.shape[1], block):
-                live.accept(audio[:, offset : offset + block])
-            live.flush()
+            for step in stream_steps(session.stream(), audio, block):
+                step()
 
         return stream, f"1 s streamed in {1000 * block / task.sample_rate:.0f} ms blocks"
     audio = probe_signal(task.channels, task.sample_rate, 3.0)

@@ -195,7 +195,8 @@ def _open_sinks(task, output: str | None, udp: str | None, speaker: bool, fmt: s
     """Result sinks for the flags; results on stdout (JSON lines, or the chosen format) when no
     other destination is named. Extra sinks (``extra``: plugin sink name -> value) do not count
     as a destination."""
-    from edgeaudio.live.sinks import JsonLinesSink, SpeakerSink, UdpSink, WavSink, is_waveform_task, plugin_sinks
+    from edgeaudio.live.sinks import (JsonLinesSink, SpeakerSink, UdpSink, WavSink, close_sinks, is_waveform_task,
+                                      plugin_sinks)
 
     formats, options = plugin_sinks(task)
     lines = (lambda path: formats[fmt].open(path, task)) if fmt != "json" else JsonLinesSink
@@ -213,8 +214,7 @@ def _open_sinks(task, output: str | None, udp: str | None, speaker: bool, fmt: s
         if len(sinks) == named:
             sinks.append(lines(None))
     except BaseException:
-        for sink in sinks:
-            sink.abort()
+        close_sinks(sinks, failed=True)
         raise
     return sinks
 
@@ -246,7 +246,6 @@ def _run_offline(session, input_spec, array, open_sinks, force=False, recorded=F
     from edgeaudio.audio import read_audio
     from edgeaudio.audio.checks import InputCheck
     from edgeaudio.audio.recording_array import file_channel_map
-    from edgeaudio.live.sinks import check_finite
     from edgeaudio.live.sources import plugin_source_kind
 
     if input_spec is None or input_spec == "mic" or plugin_source_kind(input_spec) is not None:
@@ -262,9 +261,7 @@ def _run_offline(session, input_spec, array, open_sinks, force=False, recorded=F
     check = InputCheck(rate, session.task.min_input_seconds, f"file {Path(input_spec).name}")
     for message in check.update(audio) + check.finish():
         note(message)
-    results = [session.process(audio, rate)]
-    check_finite(results)
-    _write_all(open_sinks(), results)
+    _write_all(open_sinks(), [session.process(audio, rate)])
     return {"ended": "end", "error": None, "audio_seconds": audio.shape[1] / rate}
 
 
@@ -275,6 +272,7 @@ def _run_offline_segments(session, input_spec, array, open_sinks, force, recorde
     its state across segments; a kernel may round float32 differently at another length). A
     failure aborts every sink (no partial file)."""
     from edgeaudio.audio.checks import InputCheck
+    from edgeaudio.live.sinks import write_results
     from edgeaudio.live.sources import open_source
 
     rate = session.sample_rate
@@ -293,20 +291,11 @@ def _run_offline_segments(session, input_spec, array, open_sinks, force, recorde
             for chunk, _ in source:
                 for message in check.update(chunk):
                     note(message)
-                _write_each(sinks, stream.accept(chunk))
+                write_results(sinks, stream.accept(chunk))
         for message in check.finish():
             note(message)
-        _write_each(sinks, stream.flush())
+        write_results(sinks, stream.flush())
     return {"ended": "end", "error": None, "audio_seconds": stream.samples_in / rate}
-
-
-def _write_each(sinks, results: list) -> None:
-    from edgeaudio.live.sinks import check_finite
-
-    if results:
-        check_finite(results)
-        for sink in sinks:
-            sink.write(results)
 
 
 def _run_prompt(session, prompt, input_spec, open_sinks, seconds, options: dict) -> dict:
@@ -314,7 +303,7 @@ def _run_prompt(session, prompt, input_spec, open_sinks, seconds, options: dict)
     describing it (the result without its samples; warnings noted on stderr) to stdout."""
     import numpy as np
 
-    from edgeaudio.live.sinks import JsonLinesSink, check_finite, to_json
+    from edgeaudio.live.sinks import JsonLinesSink, close_sinks, to_json
 
     task = session.task
     if not prompt:
@@ -324,18 +313,15 @@ def _run_prompt(session, prompt, input_spec, open_sinks, seconds, options: dict)
                          hint=f'edgeaudio run {task.name} "{prompt}" -o out.wav')
     sinks = open_sinks()
     if any(isinstance(sink, JsonLinesSink) for sink in sinks):
-        for sink in sinks:
-            sink.abort()
+        close_sinks(sinks, failed=True)
         raise UsageError("this task writes audio: name a WAV file with --output out.wav or add --speaker",
                          hint=f'edgeaudio run {task.name} "{prompt}" -o out.wav')
     try:
         started = time.perf_counter()
         result = session.generate(prompt, seconds=seconds, **options)
         wall = time.perf_counter() - started
-        check_finite([result])
     except BaseException:
-        for sink in sinks:
-            sink.abort()
+        close_sinks(sinks, failed=True)
         raise
     for warning in result.get("warnings", []) if isinstance(result, dict) else []:
         note(f"warning: {warning}")
@@ -349,24 +335,26 @@ def _run_prompt(session, prompt, input_spec, open_sinks, seconds, options: dict)
 
 
 def _write_all(sinks, results: list) -> None:
-    """``results`` to every sink, then close them all; on a failure abort every one (no partial file)."""
+    """``results`` to every sink once checked finite, then close them all; on a failure abort
+    every one (no partial file)."""
+    from edgeaudio.live.sinks import write_results
+
     with _delivering(sinks):
-        for sink in sinks:
-            sink.write(results)
+        write_results(sinks, results)
 
 
 @contextmanager
 def _delivering(sinks) -> Iterator[None]:
     """Close every sink and say what it wrote when the block ends; if it fails, abort them all
     instead, so no partial file is left."""
+    from edgeaudio.live.sinks import close_sinks
+
     try:
         yield
     except BaseException:
-        for sink in sinks:
-            sink.abort()
+        close_sinks(sinks, failed=True)
         raise
-    for sink in sinks:
-        sink.close()
+    close_sinks(sinks, failed=False)
     _note_sinks(sinks)
 
 

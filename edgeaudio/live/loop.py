@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from edgeaudio.audio.checks import InputCheck
-from edgeaudio.live.sinks import Sink, check_finite, result_items
+from edgeaudio.live.sinks import Sink, close_sinks, result_items, write_results
 from edgeaudio.live.sources import Source
 from edgeaudio.errors import DeviceLost
 from edgeaudio.runtime import Stream
@@ -69,8 +69,7 @@ def run_live(
             loop.log(warning)
         failed = False
     finally:
-        for sink in sinks:
-            sink.abort() if failed else sink.close()
+        close_sinks(sinks, failed)
     return loop.summary(ended, error)
 
 
@@ -113,9 +112,7 @@ class _Loop:
     def deliver(self, results: list[Any], captured: float) -> None:
         if not results:
             return
-        check_finite(results, f" after {self.stream.samples_in / self.source.sample_rate:.2f} s of input")
-        for sink in self.sinks:
-            sink.write(results)
+        write_results(self.sinks, results, f" after {self.stream.samples_in / self.source.sample_rate:.2f} s of input")
         self.latencies.append(time.monotonic() - captured)
         self.results += len(result_items(results))
 

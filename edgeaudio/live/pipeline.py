@@ -35,7 +35,7 @@ from edgeaudio.errors import DeviceLost
 from edgeaudio.live.loop import WINDOW_S, _ctrl_c_stops, _to_stderr
 from edgeaudio.live.pipeline_spec import CAPTURE, PipelineSpec, capture_rate, check_tasks
 from edgeaudio.live.pipeline_stage import Stage
-from edgeaudio.live.sinks import JsonLinesSink
+from edgeaudio.live.sinks import JsonLinesSink, close_sinks
 from edgeaudio.live.sources import Chunk, Source, SourceStats, open_source, plugin_source_kind
 
 if TYPE_CHECKING:
@@ -306,8 +306,7 @@ class _Run:
         """Close every sink and the result stream; after a failure abort them instead, so that no
         partial file is left behind."""
         for stage in self.stages.values():
-            for sink in stage.sinks:
-                sink.abort() if failed else sink.close()
+            close_sinks(stage.sinks, failed)
         self.stream.abort() if failed else self.stream.close()
 
     def _summary(self, ended: str, error: str | None, audio: float, usage) -> dict[str, Any]:

@@ -61,6 +61,20 @@ def check_finite(results: list[Any], where: str = "") -> None:
             hint="check the input's level and the options (e.g. a guidance or gain far outside the defaults)")
 
 
+def write_results(sinks: list[Sink], results: list[Any], where: str = "") -> None:
+    """``results`` to every sink, once ``check_finite`` has passed them; nothing when empty."""
+    if results:
+        check_finite(results, where)
+        for sink in sinks:
+            sink.write(results)
+
+
+def close_sinks(sinks: list[Sink], failed: bool) -> None:
+    """Close every sink, or after a failure abort every one, so that no partial file is left."""
+    for sink in sinks:
+        sink.abort() if failed else sink.close()
+
+
 def _non_finite(value: Any) -> str | None:
     if isinstance(value, dict):
         value = list(value.values())
