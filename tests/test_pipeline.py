@@ -389,7 +389,8 @@ def test_a_stage_gone_nan_fails_the_run_and_leaves_no_partial_file(tiny_world, t
     pipe = tiny_pipeline(tmp_path, tiny_world,
                          f"  good: {{{{task: {{root}}/tiny, sinks: [{{{{jsonl: {out}/good.jsonl}}}}]}}}}\n"
                          f"  bad: {{{{task: {{root}}/tiny-nan, sinks: [json, {{{{jsonl: {out}/bad.jsonl}}}}]}}}}\n")
-    with pytest.raises(ModelOutputError, match=r"NaN in stage bad after 0\.\d+ s of its input") as failed:
+    said = r"^stage 'bad': the model produced NaN after 0\.\d+ s of the stage's input"
+    with pytest.raises(ModelOutputError, match=said) as failed:
         pipe.run(tiny_input(tmp_path / "in.wav", 2.0), output=str(out / "all.jsonl"), log=lambda message: None)
     assert failed.value.hint
     assert sorted(p.name for p in out.iterdir()) == []

@@ -20,6 +20,11 @@ equal those of the stage run alone on the same input.
 Timestamps are on the capture's sample clock: a result's ``time_s`` is the end of the audio it
 accounts for, in seconds since the capture began (samples a live capture lost are not on it).
 A waveform task's output is aligned with its input, so stages reading it share that clock.
+
+A stage whose model fails, or whose results hold NaN or infinity (``check_finite``, before any
+reader or sink sees them), stops the run: the capture stops, the other stages finish what they
+hold, and then every sink and the result stream are aborted, so no partial file is left. Ctrl-C
+and a lost device end the run normally, keeping every result so far.
 """
 
 from __future__ import annotations

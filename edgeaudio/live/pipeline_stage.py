@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeaudio.errors import UsageError
+from edgeaudio.errors import EdgeAudioError, UsageError
 from edgeaudio.live.loop import WINDOW_S, _latency_ms
 from edgeaudio.live.pipeline_spec import NEVER, SinkSpec, StageSpec
 from edgeaudio.live.sinks import (JsonLinesSink, Sink, SpeakerSink, UdpSink, WavSink, check_finite, plugin_sinks,
@@ -206,6 +206,8 @@ class Stage:
             self._end_stream()
             self.busy += time.monotonic() - begin
         except BaseException as exc:  # reported by the run on the caller's thread
+            if isinstance(exc, EdgeAudioError):  # the same error, saying which stage it stopped
+                exc.args = (f"stage '{self.name}': {exc}",)
             self.error = exc
             self.run.abort.set()
             self.queue.close()
@@ -270,7 +272,7 @@ class Stage:
         """Results out: audio on to the stages reading this one first, then the sinks."""
         if not results:
             return
-        check_finite(results, f" in stage {self.name} after {end / self.rate:.2f} s of its input")
+        check_finite(results, f" after {end / self.rate:.2f} s of the stage's input")
         if self.readers:
             audio = self.task.results_to_audio(results)
             if audio is not None and np.size(audio):
