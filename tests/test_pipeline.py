@@ -110,6 +110,17 @@ def test_bad_spec_gives_one_error_naming_the_stage(tmp_path, text, message, hint
     assert "exporting" not in result.stderr and time.monotonic() - started < 10  # no model was loaded
 
 
+def test_a_stage_naming_a_broken_bundle_is_refused_naming_the_stage(tmp_path):
+    (tmp_path / "broken.eab").write_bytes(b"not a tar")
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("stages:\n  doa: {task: seld}\n  other: {task: ./broken.eab}\n")
+    result = cli("run", spec, "--input", SCENE)
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "bad.yaml: stage 'other': broken.eab is not a bundle archive" in errors[0], errors
+    assert "hint: download or copy the archive again" in result.stderr and not result.stdout
+
+
 def test_a_field_given_twice_names_it_and_its_line(tmp_path):
     spec = tmp_path / "twice.yaml"
     spec.write_text("stages:\n  doa: {task: seld}\n  doa: {task: seld}\n")

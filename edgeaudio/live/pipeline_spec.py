@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 
-from edgeaudio.errors import UsageError, did_you_mean
+from edgeaudio.errors import EdgeAudioError, UsageError, did_you_mean
 from edgeaudio.profiles import _Invalid, _display, _lowercase_name, _positive_int, read_strict_yaml
 from edgeaudio.task import InputKind, ResultKind
 
@@ -455,8 +455,15 @@ def stage_bundles(spec: PipelineSpec, refs: Mapping[str, str]) -> dict[str, Bund
     from edgeaudio.tasks import task_classes
 
     installed, opened = task_classes(), {}
-    for ref in {refs[stage.name] for stage in spec.stages} - set(installed):
-        opened[ref] = load_bundle(ref)
+    for stage in spec.stages:
+        ref = refs[stage.name]
+        if ref in installed or ref in opened:
+            continue
+        try:
+            opened[ref] = load_bundle(ref)
+        except EdgeAudioError as exc:  # the same error, saying which stage names the bundle
+            exc.args = (f"{_shown(spec)}: stage '{stage.name}': {exc}",)
+            raise
     return {stage.name: opened[refs[stage.name]] for stage in spec.stages if refs[stage.name] in opened}
 
 
