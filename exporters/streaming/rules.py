@@ -183,26 +183,27 @@ def slice_(planner, node, lag: int) -> int:
     return lag + start
 
 
+def _refuse_along_time(planner, node, tensor: str, why: str) -> None:
+    """Refuse ``node`` when its ``axis`` attribute (default 0) is ``tensor``'s time axis."""
+    time = planner.facts.time.get(tensor)
+    if time is not None and attr(node, "axis", 0) % max(planner.rank(tensor), 1) == time:
+        raise refuse(node, why)
+
+
 def gather(planner, node, lag: int) -> int:
-    axis = attr(node, "axis", 0) % max(planner.rank(node.input[0]), 1)
-    if node.input[0] in planner.facts.time and axis == planner.facts.time[node.input[0]]:
-        raise refuse(node, "it picks frames by index along the time axis")
+    _refuse_along_time(planner, node, node.input[0], "it picks frames by index along the time axis")
     if node.input[1] in planner.facts.time:
         raise refuse(node, "its indices have a time axis")
     return lag
 
 
 def concat(planner, node, lag: int) -> int:
-    out = node.output[0]
-    if attr(node, "axis", 0) % planner.rank(out) == planner.facts.time.get(out):
-        raise refuse(node, "it concatenates along the time axis")
+    _refuse_along_time(planner, node, node.output[0], "it concatenates along the time axis")
     return lag
 
 
 def split(planner, node, lag: int) -> int:
-    src = node.input[0]
-    if attr(node, "axis", 0) % planner.rank(src) == planner.facts.time[src]:
-        raise refuse(node, "it splits the time axis")
+    _refuse_along_time(planner, node, node.input[0], "it splits the time axis")
     return lag
 
 
@@ -260,9 +261,7 @@ def reduce(planner, node, lag: int) -> int:
 
 
 def arg(planner, node, lag: int) -> int:
-    src = node.input[0]
-    if attr(node, "axis", 0) % planner.rank(src) == planner.facts.time[src]:
-        raise refuse(node, "it picks along the time axis")
+    _refuse_along_time(planner, node, node.input[0], "it picks along the time axis")
     return lag
 
 
