@@ -20,8 +20,8 @@ import numpy as np
 from edgeaudio.backends.base import GraphRunner, backends
 from edgeaudio.bundle import Bundle, load_bundle
 from edgeaudio.errors import BackendUnavailable, BundleError, EdgeAudioError, UsageError
-from edgeaudio.task import InputKind, Runner, StatePair, Streaming, Task, TensorSpec
 from edgeaudio.staging import write_atomically
+from edgeaudio.task import InputKind, Runner, StatePair, Streaming, Task, TensorSpec
 from edgeaudio.tasks import get_task
 
 FALLBACK_ORDER = ("openvino", "onnxruntime", "tensorrt", "torch")

@@ -59,8 +59,6 @@ def command(spec, input_spec, array, device_index, output, seconds, realtime, st
         raise DeviceLost(summary["error"], hint="results up to the loss were written; check the device and run again")
 
 
-
-
 def stats_lines(summary: dict) -> list[str]:
     """The summary for people: the capture, then one row per stage."""
     capture = summary["capture"]

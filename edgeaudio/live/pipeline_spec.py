@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-
 from edgeaudio.errors import EdgeAudioError, UsageError, did_you_mean
 from edgeaudio.profiles import _Invalid, _display, _lowercase_name, _positive_int, read_strict_yaml
 from edgeaudio.task import InputKind, ResultKind
@@ -350,7 +349,8 @@ def stage_task_ref(spec: PipelineSpec, stage: StageSpec, installed: Mapping[str,
     known = ", ".join(sorted(installed)) or "none"
     raise PipelineSpecError(
         f"{_shown(spec)}: stage '{stage.name}': field 'task': '{stage.task}' is neither an installed task ({known}) "
-        "nor a bundle path", hint=f"{did_you_mean(stage.task, installed)}see `edgeaudio plugins`, or give a bundle folder relative to the spec")
+        "nor a bundle path",
+        hint=f"{did_you_mean(stage.task, installed)}see `edgeaudio plugins`, or give a bundle folder relative to the spec")
 
 
 def capture_rate(spec: PipelineSpec, tasks: Mapping[str, Task]) -> int:
