@@ -32,6 +32,7 @@ from edgeaudio.plugins.bwe.data import (
     utterances,
 )
 from edgeaudio.plugins.bwe.train import TEST_PER_VOICE, TEST_SECONDS
+from edgeaudio.runtime import stream_steps
 from tqdm import tqdm
 
 import edgeaudio
@@ -76,9 +77,8 @@ def model_row(bundle: Path, backend: str, precision: str, items, threads: int) -
     stream = session.stream()
     joined = np.concatenate([n for _, n, _ in items])[None]
     with Timer() as stream_timer:
-        for offset in range(0, joined.shape[1], CHUNK):
-            stream.accept(joined[:, offset : offset + CHUNK])
-        stream.flush()
+        for step in stream_steps(stream, joined, CHUNK):
+            step()
     return {"system": f"bwe {backend}/{precision}", **score(items, outputs),
             "session": clip_timer.speed(audio_seconds), "stream": stream_timer.speed(audio_seconds)}
 

@@ -208,6 +208,7 @@ def dfn3_rows(bundle: Path, pairs, threads: int, reference: list[np.ndarray]) ->
     (one graph call each) scored, a 10 ms-chunk Stream over all clips timed."""
     import edgeaudio
     from edgeaudio.plugins.enhance.metrics import si_sdr
+    from edgeaudio.runtime import stream_steps
 
     rows = []
     for backend, precision in sorted(edgeaudio.load(bundle, backend="onnxruntime").bundle.artifacts()):
@@ -221,13 +222,14 @@ def dfn3_rows(bundle: Path, pairs, threads: int, reference: list[np.ndarray]) ->
             raw.append(out)
             outputs.append(_down(out, len(pair.noisy)))
         joined = np.concatenate([_up(p.noisy) for p in pairs])[None]
-        stream, clock, hops = session.stream(), Clock(), []
+        *pieces, flush = stream_steps(session.stream(), joined, DFN3_HOP)
+        clock, hops = Clock(), []
         with clock:
-            for offset in range(0, joined.shape[1], DFN3_HOP):
+            for piece in pieces:
                 began = time.perf_counter()
-                stream.accept(joined[:, offset : offset + DFN3_HOP])
+                piece()
                 hops.append(time.perf_counter() - began)
-            stream.flush()
+            flush()
         seconds = joined.shape[1] / DFN3_RATE
         agreement = [si_sdr(ours, theirs[: len(ours)]) for ours, theirs in zip(raw, reference)]
         extra = {"rtf_wall": clock.wall / seconds, "rtf_whole_clip": clip.cpu / seconds, "hop_ms": _percentiles(hops),
@@ -248,6 +250,7 @@ def model_rows(bundle: Path, pairs, threads: int) -> list[dict]:
     """
     import edgeaudio
     from edgeaudio.plugins.enhance.task import enhance_audio
+    from edgeaudio.runtime import stream_steps
 
     rows, reference = [], None
     pairs_built = sorted(edgeaudio.load(bundle, backend="torch").bundle.artifacts(), key=lambda p: (p[0] != "torch", p))
@@ -259,9 +262,8 @@ def model_rows(bundle: Path, pairs, threads: int) -> list[dict]:
         outputs, clip = timed(lambda x: enhance_audio(graph, x), pairs, f"{backend}/{precision}")
         stream, clock = session.stream(), Clock()
         with clock:
-            for offset in range(0, joined.shape[1], CHUNK):
-                stream.accept(joined[:, offset : offset + CHUNK])
-            stream.flush()
+            for step in stream_steps(stream, joined, CHUNK):
+                step()
         seconds = joined.shape[1] / SAMPLE_RATE
         name = f"enhance {backend}/{precision}"
         timing = {"rtf_wall": clock.wall / seconds, "rtf_graph_wall": stream.real_time_factor(),
