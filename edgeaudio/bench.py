@@ -71,7 +71,8 @@ def _peak_rss_mb() -> float:
 
 class _Recorder:
     """While active, records the feeds of every graph call a session makes, in order: the calls
-    the bare backend replays."""
+    the bare backend replays. Streams opened meanwhile make only plain calls (``run``, no
+    ``BoundBlock``), with the same feeds, so that each is seen."""
 
     def __init__(self, session):
         names = [spec["name"] for spec in session.bundle.manifest["graphs"]]
@@ -82,6 +83,7 @@ class _Recorder:
         self.calls = []
         for name, graph in self.graphs.items():
             graph.run = partial(self._run, name, graph.runner.run)  # shadows LoadedGraph.run
+            graph.bind_block = _no_binding
         return self
 
     def _run(self, name: str, run: Callable, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -90,7 +92,11 @@ class _Recorder:
 
     def __exit__(self, *exc) -> None:
         for graph in self.graphs.values():
-            del graph.run
+            del graph.run, graph.bind_block
+
+
+def _no_binding(*args: Any) -> None:
+    return None
 
 
 def _bare_calls(session) -> dict[str, Callable] | None:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgeaudio.backends.base import GraphRunner, backends
+from edgeaudio.bound_block import BoundBlock
 from edgeaudio.bundle import Bundle, load_bundle
 from edgeaudio.errors import BackendUnavailable, BundleError, EdgeAudioError, UsageError
 from edgeaudio.staging import write_atomically
@@ -70,6 +71,12 @@ class LoadedGraph:
         next_state = {pair.input: out[pair.output] for pair in self.state}
         frames = {name: value for name, value in out.items() if name not in self._state_outputs}
         return frames, next_state
+
+    def bind_block(self, channels: int, frames: Mapping[str, np.ndarray],
+                   state: Mapping[str, np.ndarray]) -> BoundBlock | None:
+        """In-place one-block calls shaped as one block's ``frames`` and ``state`` came out of
+        ``step`` (``BoundBlock``), or None where the backend binds no arrays."""
+        return BoundBlock.create(self, channels, frames, state)
 
     def run_offline(self, audio: np.ndarray, latency: int = 0, max_samples: int | None = None) -> dict[str, np.ndarray]:
         """A whole clip from zero state, followed by ``latency`` samples of silence so that a
@@ -215,7 +222,9 @@ class Stream:
     Memory stays flat however long it runs: a stream holds its graph state, less than one block
     of audio and what its decoder carries. Opened with ``keep_outputs=True`` it also keeps every
     raw frame, and ``outputs()`` concatenates them, equal to ``Session.process_raw`` on the same
-    audio once ``flush()`` has run.
+    audio once ``flush()`` has run. Where the backend binds arrays (ONNX Runtime on the CPU), every
+    call of one block after the first runs in place (``BoundBlock``), its outputs those of a plain
+    call to the bit.
     """
 
     session: Session
@@ -234,12 +243,27 @@ class Stream:
         self._frames: dict[str, list[np.ndarray]] = {}
         self._frame_index = 0
         self._decode = self.session.task.decoder()
+        # the output whose length along its time axis counts the frames a call made
+        self._counted = next(t.name for t in self.graph.outputs if t.name not in {p.output for p in self.graph.state})
+        self._counted_axis = self.graph.streaming.time_axes.get(self._counted, 1)
+        # whole blocks run in place (BoundBlock) once a first one has run plainly, where the backend binds
+        self._bound: BoundBlock | None = None
+        self._bind = True
 
     def accept(self, chunk: np.ndarray, sample_rate: int | None = None) -> list[Any]:
         """Add audio [channels, samples]; run every whole block; return the new decoded results."""
         task = self.session.task
         if self._finished:
             raise UsageError("this stream was flushed (end of input); open a new one with session.stream()")
+        bound = self._bound
+        if (bound is not None and not self._filled and type(chunk) is np.ndarray and chunk.dtype == np.float32
+                and chunk.shape == bound.audio.shape):
+            # one whole block, live capture's usual chunk: copied where the bound graph reads it,
+            # and checked there (a task whose checks return other audio takes the path below)
+            np.copyto(bound.audio, chunk)
+            if task.prepare_audio(bound.audio, task.sample_rate if sample_rate is None else sample_rate) is bound.audio:
+                self.samples_in += self.block
+                return self._run_bound()
         # one contiguous float32 copy of a strided chunk (a slice of a longer recording, or a
         # transposed capture), made before the checks: they then read it in place, and so does the graph
         chunk = np.asarray(chunk, dtype=np.float32, order="C")
@@ -270,16 +294,33 @@ class Stream:
         return self._run(ready, limit=self.graph.frames_for(self.samples_in + latency))
 
     def _run(self, audio: np.ndarray, limit: int | None = None) -> list[Any]:
+        if self._bound is not None and limit is None and audio.shape[1] == self.block:
+            np.copyto(self._bound.audio, audio)
+            return self._run_bound()
         start = time.perf_counter()
-        frames, self._state = self.graph.step(audio, self._state)
+        frames, state = self.graph.step(audio, self._state)
         self.compute_seconds += time.perf_counter() - start
+        if self._bind and limit is None and audio.shape[1] == self.block:
+            self._bind = False
+            self._bound = self.graph.bind_block(audio.shape[0], frames, state)
+        self._state = state
         if limit is not None:
             frames = self.graph.cut(frames, self._frame_index, limit)
+        return self._deliver(frames)
+
+    def _run_bound(self) -> list[Any]:
+        """The block in the bound audio, in place."""
+        start = time.perf_counter()
+        frames, self._state = self._bound(self._state)
+        self.compute_seconds += time.perf_counter() - start
+        return self._deliver(frames)
+
+    def _deliver(self, frames: dict[str, np.ndarray]) -> list[Any]:
         if self.keep_outputs:
             for name, value in frames.items():
                 self._frames.setdefault(name, []).append(value)
-        first, name = self._frame_index, next(iter(frames))
-        self._frame_index += frames[name].shape[self.graph.streaming.time_axes.get(name, 1)]
+        first = self._frame_index
+        self._frame_index += frames[self._counted].shape[self._counted_axis]
         return [self._decode(frames, start_frame=first)]
 
     def outputs(self) -> dict[str, np.ndarray]:

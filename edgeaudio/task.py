@@ -301,8 +301,7 @@ class Task:
 def _all_finite(audio: np.ndarray) -> bool:
     """Whether every sample is finite, in one BLAS call for a stream's chunk: the sum of squares is
     finite unless a sample is NaN or infinite, or beyond 1e19 (then the exact test decides)."""
-    flat = audio.reshape(-1)
-    return math.isfinite(np.dot(flat, flat)) or bool(np.isfinite(audio).all())
+    return math.isfinite(np.vdot(audio, audio)) or bool(np.isfinite(audio).all())
 
 
 class Runner:

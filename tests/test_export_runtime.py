@@ -283,3 +283,77 @@ def test_signals_still_work_after_openvino_int8_export(tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "handled" in done.stdout, done.stderr[-1500:]
+
+
+def _plain_calls(graph) -> list[int]:
+    """A counter of ``graph``'s plain calls (``run``), left in place on the graph."""
+    calls, run = [0], graph.run
+
+    def counted(feeds):
+        calls[0] += 1
+        return run(feeds)
+
+    graph.run = counted
+    return calls
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_whole_blocks_run_in_place_with_the_plain_calls_outputs(tiny_bundle, tiny_plugin, clip, precision):
+    """On ONNX Runtime, after a stream's first one-block call, every call of one block runs bound
+    in place (BoundBlock), whether the chunk was that block or completed one: no plain call,
+    outputs equal to plain calls' to the bit, whatever calls of several blocks came in between
+    (their state is copied into the bound arrays), and each kept frame a copy of its own."""
+    chunks = [80, 80, 37, 43, 80, 241, 80, 80, 19, 61, 80] + [80] * 25
+    blocks = [1, 1, 0, 1, 1, 3, 1, 1, 0, 1, 1] + [1] * 25  # the blocks each chunk completes
+    kept = []
+    for bind in (True, False):
+        session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision=precision)
+        graph = session.runner.streaming_graph()
+        if not bind:
+            graph.bind_block = lambda *args: None
+        calls = _plain_calls(graph)
+        stream, offset, made = session.stream(keep_outputs=True), 0, []
+        for size in chunks:
+            before = calls[0]
+            stream.accept(clip[:, offset : offset + size])
+            made.append(calls[0] - before)
+            offset += size
+        stream.flush()
+        kept.append(stream.outputs()["scores"])
+        plain = [min(n, 1) for n in blocks]  # a chunk of several blocks makes one plain call
+        assert made == (plain[:1] + [0 if n == 1 else p for n, p in zip(blocks[1:], plain[1:])] if bind else plain)
+    assert kept[0].shape == (1, 37, 3) and np.array_equal(kept[0], kept[1])  # 2881 samples: 37 blocks
+
+
+def test_a_bad_block_on_the_bound_path_is_refused_and_changes_nothing(tiny_bundle, tiny_plugin, clip):
+    session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    streams = [session.stream(keep_outputs=True) for _ in range(2)]
+    bad = clip[:, 80:160].copy()
+    bad[1, 7] = np.inf
+    for index, stream in enumerate(streams):
+        for offset in range(0, 800, 80):
+            if index == 0 and offset == 400:
+                with pytest.raises(AudioInputError, match="NaN or infinite"):
+                    stream.accept(bad)
+                with pytest.raises(AudioInputError, match="expects 8000 Hz"):
+                    stream.accept(clip[:, offset : offset + 80], 16000)
+            stream.accept(clip[:, offset : offset + 80])
+    assert streams[0]._bound is not None
+    assert np.array_equal(streams[0].outputs()["scores"], streams[1].outputs()["scores"])
+    assert streams[0].samples_in == streams[1].samples_in == 800
+
+
+def test_bench_sees_every_block_call_of_a_stream(tiny_bundle, tiny_plugin, clip):
+    """The calls bench replays on the bare backend are recorded with binding off (a bound call
+    bypasses ``run``): one per block; afterwards streams bind again."""
+    from edgeaudio.bench import _Recorder, _stream_pass
+
+    session = edgeaudio.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    recorder = _Recorder(session)
+    with recorder:
+        made = _stream_pass(session, clip, 80, recorder)
+    assert made == [1] * 41 + [0] and len(recorder.calls) == 41  # the flush: nothing left to run
+    stream = session.stream()
+    for offset in (0, 80):
+        stream.accept(clip[:, offset : offset + 80])
+    assert stream._bound is not None

@@ -29,6 +29,14 @@ class GraphRunner:
         bench`` times the runtime against. None when there is no plainer call than ``run``."""
         return None
 
+    def bind(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> Callable[[], None] | None:
+        """A call that runs the graph reading ``inputs`` and writing ``outputs`` where they lie:
+        every graph input and output bound once to a C-contiguous array of its type and of the
+        shape each call takes or makes, so a call converts and allocates nothing. What a stream
+        runs block after block (``edgeaudio.runtime.BoundBlock``). None where the backend has no
+        such call; the runtime then calls ``run``."""
+        return None
+
 
 class Backend:
     """Subclasses set ``name`` and ``artifact`` (the artifact backend name in the manifest they read).

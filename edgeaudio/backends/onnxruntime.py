@@ -27,8 +27,8 @@ class OrtGraph(GraphRunner):
         # WebGPU graph-capture checks; the fallback to another provider when one fails) costs
         # ~4 us per call right after a graph call, 3 % of a 16 ms enhancement block. Any other
         # provider, or an onnxruntime without that attribute, takes the public call.
-        cpu_only = self.session.get_providers() == ["CPUExecutionProvider"]
-        self._run = getattr(self.session, "_sess", None) if cpu_only else None
+        self._cpu_only = self.session.get_providers() == ["CPUExecutionProvider"]
+        self._run = getattr(self.session, "_sess", None) if self._cpu_only else None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {name: feeds[name] for name in self.input_names}
@@ -41,6 +41,22 @@ class OrtGraph(GraphRunner):
         else:
             values = self.session.run(self.output_names, inputs)
         return dict(zip(self.output_names, values))
+
+    def bind(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]):
+        """An IOBinding of the arrays (CPU provider alone): ONNX Runtime reads and writes them in
+        place, with no array made or converted per call; 3-8 % of a SELD block's graph call."""
+        if not self._cpu_only:
+            return None
+        binding = self.session.io_binding()
+        for bind, arrays in ((binding.bind_input, inputs), (binding.bind_output, outputs)):
+            for name, value in arrays.items():
+                bind(name, "cpu", 0, value.dtype.type, value.shape, value.ctypes.data)
+        run = self.session.run_with_iobinding
+
+        def call(bound=(inputs, outputs)):  # the arrays live as long as the call that writes them
+            run(binding)
+
+        return call
 
     def bare_call(self):
         return lambda feeds: self.session.run(None, feeds)
