@@ -89,8 +89,10 @@ def beam_search(
             words.append(words[0])
             alive.append(-np.inf)
         if parents != list(range(beam)):  # every hypothesis kept its own row: nothing to reorder
+            # np.take keeps the rows C-contiguous (indexing axis 1 does not), as a backend reads
+            # them in place: ONNX Runtime and OpenVINO copy a strided input first, in their call
             index = np.asarray(parents)
-            cache = {name: value[:, index] for name, value in cache.items()}
+            cache = {name: np.take(value, index, axis=1) for name, value in cache.items()}
         history = [history[p] + [w] for p, w in zip(parents, words)]
         tokens = np.asarray(words, np.int64)[:, None]
         scores = np.asarray(alive)
