@@ -71,8 +71,8 @@ def _peak_rss_mb() -> float:
 
 class _Recorder:
     """While active, records the feeds of every graph call a session makes, in order: the calls
-    the bare backend replays. Streams opened meanwhile make only plain calls (``run``, no
-    ``BoundBlock``), with the same feeds, so that each is seen."""
+    the bare backend replays. Graphs bind no arrays meanwhile (``LoadedGraph.bind``: a bound call
+    bypasses ``run``), so every call is a plain one, with the same feeds, and each is seen."""
 
     def __init__(self, session):
         names = [spec["name"] for spec in session.bundle.manifest["graphs"]]
@@ -83,7 +83,7 @@ class _Recorder:
         self.calls = []
         for name, graph in self.graphs.items():
             graph.run = partial(self._run, name, graph.runner.run)  # shadows LoadedGraph.run
-            graph.bind_block = _no_binding
+            graph.bind = _no_binding
         return self
 
     def _run(self, name: str, run: Callable, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -92,7 +92,7 @@ class _Recorder:
 
     def __exit__(self, *exc) -> None:
         for graph in self.graphs.values():
-            del graph.run, graph.bind_block
+            del graph.run, graph.bind
 
 
 def _no_binding(*args: Any) -> None:

@@ -33,7 +33,7 @@ class BoundBlock:
         calls = []
         for k in (0, 1):
             written = {pair.output: sets[1 - k][pair.input] for pair in graph.state}
-            call = graph.runner.bind({streaming.audio_input: audio, **sets[k]}, {**outputs, **written})
+            call = graph.bind({streaming.audio_input: audio, **sets[k]}, {**outputs, **written})
             if call is None:
                 return None
             calls.append(call)

@@ -72,6 +72,11 @@ class LoadedGraph:
         frames = {name: value for name, value in out.items() if name not in self._state_outputs}
         return frames, next_state
 
+    def bind(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> Callable[[], None] | None:
+        """A call of this graph reading ``inputs`` and writing ``outputs`` in place
+        (``GraphRunner.bind``), or None where the backend binds no arrays: then ``run``."""
+        return self.runner.bind(inputs, outputs)
+
     def bind_block(self, channels: int, frames: Mapping[str, np.ndarray],
                    state: Mapping[str, np.ndarray]) -> BoundBlock | None:
         """In-place one-block calls shaped as one block's ``frames`` and ``state`` came out of

@@ -1,0 +1,113 @@
+"""The runtime's overhead over its backends for every task: the README's Performance figures.
+
+    python benchmarks/overhead_table.py [--runs 5] [--tasks seld,enhance] [--work DIR]
+
+Exports each task's shipped weights fp32 for x86-cpu (once, into ``--work``), writes the inputs
+the table names (seld: the bundled 20 s scene; enhance and bwe: 12 s of the enhancement set's
+noisy validation speech; caption: 10 s of the scene's first microphone; tta: a 5 s generation),
+runs ``edgeaudio bench BUNDLE --threads 1 --json`` ``--runs`` times per task, one after the
+other, and prints each cell's median with its range: "x bare" whole clip and streamed at the
+task's smallest chunk (decoding included), and p50 / p99 per chunk. Every run is a ratio measured
+side by side in one process; the runs show how far a single one wanders on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from _common import export_shipped
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ("seld", "enhance", "bwe", "caption", "tta")
+SCENE = ROOT / "examples" / "scenes" / "respeaker-4mic-scene.wav"
+NOISY = ROOT / "plugins" / "enhance" / "validation" / "noisy"
+CELLS = ("overhead_clip", "overhead_stream", "p50_ms", "p99_ms")
+
+
+def write_inputs(folder: Path) -> dict[str, list[str]]:
+    """The bench options that give each task its input, the WAVs written into ``folder``."""
+    from edgeaudio.audio.files import read_audio, write_audio
+
+    speech, rate = [], 16000
+    for path in sorted(NOISY.glob("*.wav")):
+        audio, rate, _ = read_audio(path)
+        speech.append(audio[0])
+        if sum(len(part) for part in speech) >= 12 * rate:
+            break
+    noisy = folder / "noisy-speech-12s.wav"
+    write_audio(noisy, np.concatenate(speech)[None, : 12 * rate], rate)
+    scene, scene_rate, _ = read_audio(SCENE)
+    first_mic = folder / "scene-mic1-10s.wav"
+    write_audio(first_mic, scene[:1, : 10 * scene_rate], scene_rate)
+    return {"seld": ["--input", str(SCENE)], "enhance": ["--input", str(noisy)], "bwe": ["--input", str(noisy)],
+            "caption": ["--input", str(first_mic)], "tta": ["--seconds", "5"]}
+
+
+def _edgeaudio() -> str:
+    """The ``edgeaudio`` command of this Python's environment."""
+    beside = Path(sys.executable).with_name("edgeaudio")
+    found = str(beside) if beside.is_file() else shutil.which("edgeaudio")
+    if not found:
+        raise SystemExit("error: no `edgeaudio` command beside this Python or on PATH\nhint: pip install -e . first")
+    return found
+
+
+def bench_once(bundle: Path, options: list[str]) -> dict[tuple[str, str], dict]:
+    command = [_edgeaudio(), "bench", str(bundle), "--threads", "1", "--json", *options]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"error: {' '.join(command)} failed (exit {done.returncode}):\n{done.stderr.strip()}")
+    return {(row["backend"], row["precision"]): row for row in json.loads(done.stdout)["rows"]
+            if row["backend"] in ("onnxruntime", "openvino") and not row.get("error")}
+
+
+def _cell(values: list[float | None], digits: int) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    low, mid, high = min(values), float(np.median(values)), max(values)
+    return f"{mid:.{digits}f}" if len(values) == 1 else f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="bench runs per task (default 5)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
+    parser.add_argument("--work", type=Path, help="folder for the bundles and inputs (kept; default: a temporary one)")
+    args = parser.parse_args()
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or args.runs < 1:
+        raise SystemExit(f"error: unknown task(s) {', '.join(unknown)}" if unknown else "error: --runs must be at least 1")
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        options = write_inputs(work)
+        print("| task | backend | clip: x bare | streamed: x bare | p50 / p99 per chunk, ms |")
+        print("|---|---|---|---|---|")
+        for task in tasks:
+            bundle = work / f"{task}-fp32"
+            if not (bundle / "manifest.json").is_file():
+                print(f"exporting {task} (fp32, x86-cpu) ...", file=sys.stderr)
+                export_shipped(task, bundle, precisions=["fp32"])
+            runs = []
+            for run in range(args.runs):
+                print(f"{task}: bench run {run + 1}/{args.runs}", file=sys.stderr)
+                runs.append(bench_once(bundle, options[task]))
+            for key in sorted({key for rows in runs for key in rows}):
+                cells = {name: [rows[key].get(name) for rows in runs if key in rows] for name in CELLS}
+                stream = _cell(cells["overhead_stream"], 2)
+                latency = "-" if stream == "-" else f"{_cell(cells['p50_ms'], 2)} / {_cell(cells['p99_ms'], 2)}"
+                print(f"| {task} | {key[0]} | {_cell(cells['overhead_clip'], 2)} | {stream} | {latency} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
