@@ -6,9 +6,10 @@ Exports each task's shipped weights fp32 for x86-cpu (once, into ``--work``), wr
 the table names (seld: the bundled 20 s scene; enhance and bwe: 12 s of the enhancement set's
 noisy validation speech; caption: 10 s of the scene's first microphone; tta: a 5 s generation),
 runs ``edgeaudio bench BUNDLE --threads 1 --json`` ``--runs`` times per task, one after the
-other, and prints each cell's median with its range: "x bare" whole clip and streamed at the
-task's smallest chunk (decoding included), and p50 / p99 per chunk. Every run is a ratio measured
-side by side in one process; the runs show how far a single one wanders on this machine.
+other, and prints the README's table: each cell the median over the runs, and the two "x bare"
+cells (whole clip, and streamed at the task's smallest chunk, decoding included) with their range.
+Every run's ratio is measured side by side in one process; the range shows how far a single run
+wanders on this machine.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("seld", "enhance", "bwe", "caption", "tta")
 SCENE = ROOT / "examples" / "scenes" / "respeaker-4mic-scene.wav"
 NOISY = ROOT / "plugins" / "enhance" / "validation" / "noisy"
-CELLS = ("overhead_clip", "overhead_stream", "p50_ms", "p99_ms")
+CELLS = ("clip_ms", "overhead_clip", "chunk_ms", "p50_ms", "p99_ms", "overhead_stream", "rtf", "speedup_vs_torch", "peak_rss_mb")
 
 
 def write_inputs(folder: Path) -> dict[str, list[str]]:
@@ -69,12 +70,15 @@ def bench_once(bundle: Path, options: list[str]) -> dict[tuple[str, str], dict]:
             if row["backend"] in ("onnxruntime", "openvino") and not row.get("error")}
 
 
-def _cell(values: list[float | None], digits: int) -> str:
+def _cell(values: list[float | None], digits: int, spread: bool = True) -> str:
+    """The median of ``values``, with their range when ``spread`` and there are several."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
     low, mid, high = min(values), float(np.median(values)), max(values)
-    return f"{mid:.{digits}f}" if len(values) == 1 else f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+    if not spread or len(values) == 1:
+        return f"{mid:.{digits}f}"
+    return f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def main() -> None:
@@ -91,8 +95,9 @@ def main() -> None:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         options = write_inputs(work)
-        print("| task | backend | clip: x bare | streamed: x bare | p50 / p99 per chunk, ms |")
-        print("|---|---|---|---|---|")
+        print("| task | backend | clip: ms | clip: x bare | chunk | p50 / p99 per chunk | streamed: x bare "
+              "| RTF streamed | vs torch (clip) | peak RSS |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for task in tasks:
             bundle = work / f"{task}-fp32"
             if not (bundle / "manifest.json").is_file():
@@ -103,10 +108,21 @@ def main() -> None:
                 print(f"{task}: bench run {run + 1}/{args.runs}", file=sys.stderr)
                 runs.append(bench_once(bundle, options[task]))
             for key in sorted({key for rows in runs for key in rows}):
-                cells = {name: [rows[key].get(name) for rows in runs if key in rows] for name in CELLS}
-                stream = _cell(cells["overhead_stream"], 2)
-                latency = "-" if stream == "-" else f"{_cell(cells['p50_ms'], 2)} / {_cell(cells['p99_ms'], 2)}"
-                print(f"| {task} | {key[0]} | {_cell(cells['overhead_clip'], 2)} | {stream} | {latency} |", flush=True)
+                cells = _row([rows[key] for rows in runs if key in rows], text=task == "tta")
+                print(f"| {task} | {key[0]} | {cells} |", flush=True)
+
+
+def _row(rows: list[dict], text: bool) -> str:
+    """One backend's cells over its runs: medians, and the range of the two "x bare" ratios."""
+    cells = {name: [row.get(name) for row in rows] for name in CELLS}
+    streamed = cells["overhead_stream"][0] is not None
+    chunk = f"{_cell(cells['chunk_ms'], 0, spread=False)} ms" if streamed else "(text)" if text else "(whole clips)"
+    latency = f"{_cell(cells['p50_ms'], 2, spread=False)} / {_cell(cells['p99_ms'], 2, spread=False)} ms" if streamed else ""
+    return " | ".join([
+        _cell(cells["clip_ms"], 1, spread=False), _cell(cells["overhead_clip"], 2), chunk, latency,
+        _cell(cells["overhead_stream"], 2) if streamed else "", _cell(cells["rtf"], 4, spread=False) if streamed else "",
+        f"{_cell(cells['speedup_vs_torch'], 2, spread=False)}x", f"{_cell(cells['peak_rss_mb'], 0, spread=False)} MB",
+    ])
 
 
 if __name__ == "__main__":
