@@ -91,7 +91,8 @@ class LoadedGraph:
         the state carried from call to call, for a graph whose working memory grows with the
         length of a call; the output is a flushed Stream's all the same."""
         streaming = self._require_streaming()
-        padded = pad_to_block(np.pad(audio, ((0, 0), (0, latency))) if latency else audio, streaming.block)  # a copy only when padded
+        # the clip is copied only where silence follows it
+        padded = pad_to_block(np.pad(audio, ((0, 0), (0, latency))) if latency else audio, streaming.block)
         if max_samples is None or padded.shape[1] <= max_samples:
             frames, _ = self.step(padded, self.initial_state())
         else:

@@ -33,7 +33,7 @@ class GraphRunner:
         """A call that runs the graph reading ``inputs`` and writing ``outputs`` where they lie:
         every graph input and output bound once to a C-contiguous array of its type and of the
         shape each call takes or makes, so a call converts and allocates nothing. What a stream
-        runs block after block (``edgeaudio.runtime.BoundBlock``). None where the backend has no
+        runs block after block (``edgeaudio.bound_block.BoundBlock``). None where the backend has no
         such call; the runtime then calls ``run``."""
         return None
 
