@@ -44,6 +44,12 @@ def test_retained_objects_do_not_grow_with_the_chunks(tiny_bundle, tiny_plugin, 
     chunk = tiny_plugin._clip(6, blocks=4)[:, :37]  # not a whole block: the stream carries a remainder
     _retained(stream, chunk, 300)  # warm-up: first-call allocations, caches
     objects, blocks = _retained(stream, chunk, 100)
-    more_objects, more_blocks = _retained(stream, chunk, 2000)  # 2000 chunks, 925 graph calls
-    assert more_objects - objects <= 0, f"{more_objects - objects} more objects tracked after 2000 chunks"
-    assert more_blocks - blocks < 100, f"{more_blocks - blocks} more memory blocks after 2000 chunks"
+    # 2000 chunks (925 graph calls), twice. A few objects made once, late and lazily, may land in
+    # the first (16 weakrefs with their callbacks and a set appeared between chunks 300 and 400
+    # here, plain calls or bound; one object after 400 on CI's machine): that is not growth. A
+    # leak of one object per call would be hundreds in each; the second must hold nothing more.
+    once_objects, once_blocks = _retained(stream, chunk, 2000)
+    more_objects, more_blocks = _retained(stream, chunk, 2000)
+    assert once_objects - objects < 50, f"{once_objects - objects} more objects tracked after 2000 chunks"
+    assert more_objects - once_objects <= 0, f"{more_objects - once_objects} more objects tracked after 2000 more chunks"
+    assert more_blocks - blocks < 100, f"{more_blocks - blocks} more memory blocks after 4000 chunks"
