@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: exporting a task's shipped weights to measure them.
+"""What the benchmark scripts share: the bundled scene, the CLI as a command, and exporting a
+task's shipped weights to measure them.
 
 The scripts run as ``python benchmarks/<script>.py``, which puts this folder on Python's path, so
 they import this module as ``_common``.
@@ -6,8 +7,13 @@ they import this module as ``_common``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENE = ROOT / "examples" / "scenes" / "respeaker-4mic-scene.wav"  # 20 s, ReSpeaker 4-mic, events in every second
+EDGEAUDIO = [sys.executable, "-m", "edgeaudio.cli"]  # the CLI of this Python's environment
 
 
 def export_shipped(

@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import export_shipped
-from overhead_table import SCENE, _edgeaudio
+from _common import EDGEAUDIO, SCENE, export_shipped
 
 
 def write_looped(path: Path, hours: float) -> float:
@@ -56,7 +55,7 @@ def main() -> None:
             export_shipped("seld", bundle, precisions=["fp32"])
         audio = work / f"scene-looped-{args.hours:g}h.wav"
         seconds = write_looped(audio, args.hours)
-        command = [_edgeaudio(), "run", str(bundle), "-i", str(audio), "--offline", "--backend", args.backend]
+        command = [*EDGEAUDIO, "run", str(bundle), "-i", str(audio), "--offline", "--backend", args.backend]
         started = time.perf_counter()
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
         wall = time.perf_counter() - started

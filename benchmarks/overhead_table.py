@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,11 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import export_shipped
+from _common import EDGEAUDIO, ROOT, SCENE, export_shipped
 
-ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("seld", "enhance", "bwe", "caption", "tta")
-SCENE = ROOT / "examples" / "scenes" / "respeaker-4mic-scene.wav"
 NOISY = ROOT / "plugins" / "enhance" / "validation" / "noisy"
 CELLS = ("clip_ms", "overhead_clip", "chunk_ms", "p50_ms", "p99_ms", "overhead_stream", "rtf", "speedup_vs_torch", "peak_rss_mb")
 
@@ -52,17 +49,8 @@ def write_inputs(folder: Path) -> dict[str, list[str]]:
             "caption": ["--input", str(first_mic)], "tta": ["--seconds", "5"]}
 
 
-def _edgeaudio() -> str:
-    """The ``edgeaudio`` command of this Python's environment."""
-    beside = Path(sys.executable).with_name("edgeaudio")
-    found = str(beside) if beside.is_file() else shutil.which("edgeaudio")
-    if not found:
-        raise SystemExit("error: no `edgeaudio` command beside this Python or on PATH\nhint: pip install -e . first")
-    return found
-
-
 def bench_once(bundle: Path, options: list[str]) -> dict[tuple[str, str], dict]:
-    command = [_edgeaudio(), "bench", str(bundle), "--threads", "1", "--json", *options]
+    command = [*EDGEAUDIO, "bench", str(bundle), "--threads", "1", "--json", *options]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"error: {' '.join(command)} failed (exit {done.returncode}):\n{done.stderr.strip()}")

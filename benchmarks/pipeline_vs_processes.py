@@ -44,11 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import EDGEAUDIO, ROOT, SCENE
+
 SPEC = ROOT / "examples" / "pipelines" / "home-monitor.yaml"
-SCENE = ROOT / "examples" / "scenes" / "respeaker-4mic-scene.wav"
 ARRAY = "respeaker-4mic"
-EDGEAUDIO = [sys.executable, "-m", "edgeaudio.cli"]
 
 
 def long_scene(minutes: float, folder: Path) -> tuple[Path, Path, float]:

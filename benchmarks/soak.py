@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, SCENE
+
 CHECKPOINT_S = 600.0  # RSS is read every 10 minutes of audio, the first one after warm-up
 
 
@@ -47,7 +48,7 @@ def task_audio(task: str) -> np.ndarray:
     import soundfile as sf
 
     if task == "seld":
-        audio, _ = sf.read(ROOT / "examples" / "scenes" / "respeaker-4mic-scene.wav", dtype="float32", always_2d=True)
+        audio, _ = sf.read(SCENE, dtype="float32", always_2d=True)
         return np.ascontiguousarray(audio.T)
     folder = ROOT / "plugins" / "enhance" / "validation" / "noisy"
     return np.concatenate([sf.read(path, dtype="float32")[0] for path in sorted(folder.glob("*.wav"))])[None]

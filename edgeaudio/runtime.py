@@ -250,7 +250,7 @@ class Stream:
         self._frame_index = 0
         self._decode = self.session.task.decoder()
         # the output whose length along its time axis counts the frames a call made
-        self._counted = next(t.name for t in self.graph.outputs if t.name not in {p.output for p in self.graph.state})
+        self._counted = next(t.name for t in self.graph.outputs if t.name not in self.graph._state_outputs)
         self._counted_axis = self.graph.streaming.time_axes.get(self._counted, 1)
         # whole blocks run in place (BoundBlock) once a first one has run plainly, where the backend binds
         self._bound: BoundBlock | None = None
@@ -300,13 +300,14 @@ class Stream:
         return self._run(ready, limit=self.graph.frames_for(self.samples_in + latency))
 
     def _run(self, audio: np.ndarray, limit: int | None = None) -> list[Any]:
-        if self._bound is not None and limit is None and audio.shape[1] == self.block:
+        one_block = limit is None and audio.shape[1] == self.block
+        if one_block and self._bound is not None:
             np.copyto(self._bound.audio, audio)
             return self._run_bound()
         start = time.perf_counter()
         frames, state = self.graph.step(audio, self._state)
         self.compute_seconds += time.perf_counter() - start
-        if self._bind and limit is None and audio.shape[1] == self.block:
+        if one_block and self._bind:
             self._bind = False
             self._bound = self.graph.bind_block(audio.shape[0], frames, state)
         self._state = state
